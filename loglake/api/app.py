@@ -1,0 +1,319 @@
+"""The HTTP API: Loki's paths, parameters, status codes and JSON, over one Store and one query engine."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from loglake import __version__
+from loglake.api import params as qparams
+from loglake.api.metrics import ServerMetrics, StateSource
+from loglake.config import Config, config_to_dict
+from loglake.ingest.decode import PushDecodeError, PushTooLargeError, decode_push
+from loglake.ingest.validate import ValidationResult, Validator
+from loglake.logql.engine import QueryEngine, QueryError
+from loglake.store.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TENANT = "fake"
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP status and the text a person reads."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_response(data: Any, status: int = 200) -> Response:
+    """Return `data` as JSON."""
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def success(data: Any) -> Response:
+    """Return Loki's success envelope around `data`."""
+    return json_response({"status": "success", "data": data})
+
+
+class LoglakeApp:
+    """The server's application object: holds the store, the validator and the engine; builds the routes."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.metrics = ServerMetrics()
+        self.metrics.add_state_collector(_StoreState(store))
+        self.validator = Validator(config.limits_config)
+        self.engine = QueryEngine(store, config.limits_config)
+        self.ready = False
+        self.max_body = config.distributor.max_recv_msg_size
+        self.app = Starlette(routes=self._routes())
+
+    # ---- plumbing ---------------------------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        h = self._handler
+        return [
+            Route("/loki/api/v1/push", h(self.push, "push"), methods=["POST"]),
+            Route("/api/prom/push", h(self.push, "push"), methods=["POST"]),
+            Route("/loki/api/v1/query_range", h(self.query_range, "query_range"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/query", h(self.query, "query"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/labels", h(self.labels, "labels"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/label", h(self.labels, "labels"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/label/{name}/values", h(self.label_values, "label_values"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/series", h(self.series, "series"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/index/stats", h(self.index_stats, "index_stats"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/format_query", h(self.format_query, "format_query"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/status/buildinfo", h(self.buildinfo, "buildinfo"), methods=["GET"]),
+            Route("/ready", h(self.readiness, "ready"), methods=["GET"]),
+            Route("/metrics", h(self.prometheus_metrics, "metrics"), methods=["GET"]),
+            Route("/config", h(self.show_config, "config"), methods=["GET"]),
+            Route("/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
+            Route("/ingester/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
+        ]
+
+    def _handler(
+        self, fn: Callable[[Request], Awaitable[Response]], route: str
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            t0 = time.perf_counter()
+            try:
+                response = await fn(request)
+            except ApiError as exc:
+                response = PlainTextResponse(exc.message + "\n", status_code=exc.status)
+            except QueryError as exc:
+                response = PlainTextResponse(exc.message + "\n", status_code=exc.status)
+            except qparams.ParamError as exc:
+                response = PlainTextResponse(str(exc) + "\n", status_code=400)
+            except Exception:
+                log.exception("internal error on %s", request.url.path)
+                response = PlainTextResponse("internal server error\n", status_code=500)
+            self.metrics.request_duration.labels(request.method, route, str(response.status_code)).observe(
+                time.perf_counter() - t0
+            )
+            return response
+
+        return endpoint
+
+    def tenant(self, request: Request) -> str:
+        """Return the request's tenant: `X-Scope-OrgID` when auth is on, else Loki's `fake`."""
+        if not self.config.auth_enabled:
+            return DEFAULT_TENANT
+        org = request.headers.get("x-scope-orgid", "").strip()
+        if not org:
+            raise ApiError(401, "no org id")
+        if "|" in org:
+            raise ApiError(400, "multi-tenant queries are not supported: one tenant per request")
+        if len(org) > 150 or org in (".", "..") or any(c in org for c in "/\\"):
+            raise ApiError(400, f"tenant ID '{org}' is not valid: at most 150 characters, no '/' or '\\'")
+        return org
+
+    async def form(self, request: Request) -> dict[str, str]:
+        """Return query-string and form parameters (POST bodies as Loki accepts them), last value wins."""
+        out = dict(request.query_params)
+        if request.method == "POST":
+            ctype = request.headers.get("content-type", "")
+            if ctype.startswith("application/x-www-form-urlencoded") or ctype.startswith("multipart/form-data"):
+                form = await request.form()
+                out.update({k: str(v) for k, v in form.items()})
+        return out
+
+    async def form_multi(self, request: Request, key: str) -> list[str]:
+        """Return every value of a repeated parameter (`match[]`), from the query string and a POST form."""
+        values = request.query_params.getlist(key)
+        if request.method == "POST":
+            ctype = request.headers.get("content-type", "")
+            if ctype.startswith("application/x-www-form-urlencoded") or ctype.startswith("multipart/form-data"):
+                form = await request.form()
+                values += [str(v) for v in form.getlist(key)]
+        return values
+
+    # ---- push -------------------------------------------------------------------------------------------------
+
+    async def read_body(self, request: Request) -> bytes:
+        """Read the request body, refusing more than the configured size."""
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise ApiError(413, f"request body too large: {declared} bytes, the limit is {self.max_body} bytes")
+        chunks = []
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > self.max_body:
+                raise ApiError(413, f"request body too large: over the limit of {self.max_body} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def push(self, request: Request) -> Response:
+        """Accept a push in Loki's protobuf or JSON format; answer only once the entries are durable."""
+        tenant = self.tenant(request)
+        body = await self.read_body(request)
+        ctype = request.headers.get("content-type")
+        cenc = request.headers.get("content-encoding")
+        result = await run_in_threadpool(self._decode_and_validate, body, ctype, cenc, tenant)
+        for reason, (lines, nbytes) in result.discarded.items():
+            self.metrics.discarded_samples.labels(reason, tenant).inc(lines)
+            self.metrics.discarded_bytes.labels(reason, tenant).inc(nbytes)
+        if result.status == 429:
+            raise ApiError(429, "\n".join(result.errors))
+        if result.batch is not None and len(result.batch):
+            batch = result.batch
+            stored = await asyncio.wrap_future(self.store.append(batch))
+            self.metrics.lines_received.labels(tenant).inc(len(batch))
+            self.metrics.bytes_received.labels(tenant).inc(_line_bytes(batch))
+            if stored < len(batch):
+                self.metrics.duplicates.labels(tenant).inc(len(batch) - stored)
+        if result.errors:
+            raise ApiError(400, "\n".join(result.errors))
+        return Response(status_code=204)
+
+    def _decode_and_validate(self, body: bytes, ctype: str | None, cenc: str | None, tenant: str) -> ValidationResult:
+        try:
+            pushed = decode_push(body, ctype, cenc, self.max_body)
+        except PushTooLargeError as exc:
+            raise ApiError(413, str(exc)) from None
+        except PushDecodeError as exc:
+            raise ApiError(400, str(exc)) from None
+        return self.validator.validate(
+            pushed,
+            tenant,
+            time.time_ns(),
+            lambda sid: self.store.stream_exists(tenant, sid),
+            self.store.active_streams(tenant),
+        )
+
+    # ---- queries ----------------------------------------------------------------------------------------------
+
+    async def query_range(self, request: Request) -> Response:
+        """Run a log or metric query over a time range."""
+        tenant = self.tenant(request)
+        p = await self.form(request)
+        query = p.get("query", "")
+        start, end = qparams.time_range(p)
+        if end < start:
+            raise ApiError(400, "end timestamp must not be before or equal to start time")
+        limit = qparams.parse_limit(p.get("limit"))
+        direction = qparams.parse_direction(p.get("direction"))
+        step = qparams.parse_step_ns(p.get("step"), start, end)
+        interval = qparams.parse_duration_ns(p["interval"]) if p.get("interval") else 0
+        data = await run_in_threadpool(
+            self.engine.query_range, tenant, query, start, end, step, interval, limit, direction
+        )
+        return success(data)
+
+    async def query(self, request: Request) -> Response:
+        """Run an instant (metric) query."""
+        tenant = self.tenant(request)
+        p = await self.form(request)
+        at = qparams.parse_time(p.get("time"), qparams.now_ns())
+        limit = qparams.parse_limit(p.get("limit"))
+        direction = qparams.parse_direction(p.get("direction"))
+        data = await run_in_threadpool(self.engine.query_instant, tenant, p.get("query", ""), at, limit, direction)
+        return success(data)
+
+    async def labels(self, request: Request) -> Response:
+        """List label names (of streams matching `query`, if given) in the time range."""
+        tenant = self.tenant(request)
+        p = await self.form(request)
+        start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
+        names = await run_in_threadpool(self.engine.label_names, tenant, p.get("query") or None, start, end)
+        return success(names or None)
+
+    async def label_values(self, request: Request) -> Response:
+        """List the values of one label (of streams matching `query`, if given) in the time range."""
+        tenant = self.tenant(request)
+        p = await self.form(request)
+        start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
+        name = request.path_params["name"]
+        values = await run_in_threadpool(self.engine.label_values, tenant, name, p.get("query") or None, start, end)
+        return success(values or None)
+
+    async def series(self, request: Request) -> Response:
+        """List the label sets of streams matching any `match[]` selector (all streams when none is given)."""
+        tenant = self.tenant(request)
+        p = await self.form(request)
+        start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
+        selectors = await self.form_multi(request, "match[]") or await self.form_multi(request, "match")
+        result = await run_in_threadpool(self.engine.series, tenant, selectors, start, end)
+        return success(result)
+
+    async def index_stats(self, request: Request) -> Response:
+        """Return streams, chunks, entries and bytes of the streams a selector matches (no envelope, as Loki)."""
+        tenant = self.tenant(request)
+        p = await self.form(request)
+        start, end = qparams.time_range(p)
+        stats = await run_in_threadpool(self.engine.index_stats, tenant, p.get("query", ""), start, end)
+        return json_response(stats)
+
+    async def format_query(self, request: Request) -> Response:
+        """Return the query in LogQL's canonical form."""
+        p = await self.form(request)
+        return success(self.engine.format_query(p.get("query", "")))
+
+    # ---- status -----------------------------------------------------------------------------------------------
+
+    async def readiness(self, request: Request) -> Response:
+        """Answer 200 `ready` once the WAL is replayed and the server accepts requests."""
+        if not self.ready:
+            return PlainTextResponse("not ready: starting up\n", status_code=503)
+        return PlainTextResponse("ready\n")
+
+    async def prometheus_metrics(self, request: Request) -> Response:
+        """Return the Prometheus text exposition of the server's metrics."""
+        return Response(self.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def show_config(self, request: Request) -> Response:
+        """Return the running configuration as YAML, as Loki does."""
+        import yaml
+
+        text = yaml.safe_dump(config_to_dict(self.config), sort_keys=False)
+        return PlainTextResponse(text, media_type="text/plain; charset=utf-8")
+
+    async def buildinfo(self, request: Request) -> Response:
+        """Return version information in Loki's buildinfo shape."""
+        return json_response(
+            {
+                "version": __version__,
+                "revision": "",
+                "branch": "",
+                "buildUser": "",
+                "buildDate": "",
+                "goVersion": "",
+                "application": "loglake",
+            }
+        )
+
+    async def flush(self, request: Request) -> Response:
+        """Write the heads to blocks now (Loki's `/flush`), answering once done."""
+        await run_in_threadpool(self.store.flush)
+        return Response(status_code=204)
+
+
+def _line_bytes(batch: Any) -> int:
+    import pyarrow.compute as pc
+
+    return int(pc.sum(pc.binary_length(batch.line)).as_py() or 0)
+
+
+class _StoreState(StateSource):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def streams_per_tenant(self) -> dict[str, int]:
+        return {t: len(s.labels) for t, s in list(self.store.index.tenants.items())}
+
+    def head_bytes(self) -> int:
+        return self.store.head_bytes()

@@ -1,0 +1,152 @@
+"""Immutable Parquet blocks: one tenant's entries, sorted by (stream_id, ts), read by row group."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from loglake.model import ENTRY_SCHEMA
+
+ROW_GROUP_ROWS = 64 * 1024
+ZSTD_LEVEL = 6
+
+
+@dataclass
+class BlockStreamStats:
+    """Rows, time range and line bytes of one stream inside one block."""
+
+    stream_id: int
+    rows: int
+    min_ts: int
+    max_ts: int
+    line_bytes: int
+
+
+@dataclass
+class BlockInfo:
+    """A block in the catalog."""
+
+    block_id: str
+    tenant: str
+    path: str  # relative to the data directory
+    min_ts: int
+    max_ts: int
+    rows: int
+    size: int
+    streams: dict[int, BlockStreamStats]
+
+
+def new_block_id() -> str:
+    """Return a new, time-ordered block id."""
+    return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
+
+
+def sort_entries(table: pa.Table) -> pa.Table:
+    """Return `table` sorted by (stream_id, ts), keeping arrival order among equal keys."""
+    sid = table.column("stream_id").to_numpy()
+    ts = table.column("ts").to_numpy()
+    order = np.lexsort((ts, sid))
+    return table.take(pa.array(order))
+
+
+def stream_stats(table: pa.Table) -> dict[int, BlockStreamStats]:
+    """Per-stream rows, time range and line bytes of a table sorted by (stream_id, ts)."""
+    sid = table.column("stream_id").to_numpy()
+    ts = table.column("ts").to_numpy()
+    if len(sid) == 0:
+        return {}
+    lengths = pc.binary_length(table.column("line")).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
+    ends = np.r_[starts[1:], len(sid)]
+    byte_sums = np.add.reduceat(lengths, starts)
+    return {
+        int(sid[s]): BlockStreamStats(int(sid[s]), int(e - s), int(ts[s]), int(ts[e - 1]), int(b))
+        for s, e, b in zip(starts, ends, byte_sums, strict=True)
+    }
+
+
+def write_block(table: pa.Table, path: Path) -> int:
+    """Write a sorted table as a Parquet block atomically (temp file, fsync, rename); return its size."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    pq.write_table(
+        table,
+        tmp,
+        row_group_size=ROW_GROUP_ROWS,
+        compression="zstd",
+        compression_level=ZSTD_LEVEL,
+        use_dictionary=["stream_id"],
+        write_statistics=["stream_id", "ts"],
+        column_encoding={"ts": "DELTA_BINARY_PACKED"},
+        data_page_size=1 << 20,
+    )
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return path.stat().st_size
+
+
+class BlockReader:
+    """Reads the rows of chosen streams and times from one block, skipping row groups by their statistics."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = pq.ParquetFile(path)
+        meta = self._file.metadata
+        names = self._file.schema_arrow.names
+        sid_col, ts_col = names.index("stream_id"), names.index("ts")
+        self._groups: list[tuple[int, int, int, int]] = []
+        for i in range(meta.num_row_groups):
+            rg = meta.row_group(i)
+            s, t = rg.column(sid_col).statistics, rg.column(ts_col).statistics
+            self._groups.append((s.min, s.max, t.min, t.max))
+
+    def row_groups(self, stream_ids: np.ndarray, start: int, end: int) -> list[int]:
+        """Return the row groups that may hold rows of `stream_ids` (sorted) with start <= ts < end."""
+        chosen = []
+        for i, (smin, smax, tmin, tmax) in enumerate(self._groups):
+            if tmax < start or tmin >= end:
+                continue
+            lo = np.searchsorted(stream_ids, smin)
+            if lo < len(stream_ids) and stream_ids[lo] <= smax:
+                chosen.append(i)
+        return chosen
+
+    def read(self, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> pa.Table:
+        """Return the rows of `stream_ids` (sorted int64) with start <= ts < end, as a table of `columns`."""
+        groups = self.row_groups(stream_ids, start, end)
+        if not groups:
+            return ENTRY_SCHEMA.empty_table().select(columns)
+        need = list(dict.fromkeys(["stream_id", "ts", *columns]))
+        table = self._file.read_row_groups(groups, columns=need, use_threads=False)
+        sid = table.column("stream_id").to_numpy()
+        ts = table.column("ts").to_numpy()
+        mask = (ts >= start) & (ts < end) & _isin_sorted(sid, stream_ids)
+        if not mask.all():
+            table = table.filter(pa.array(mask))
+        return table.select(columns)
+
+
+def _isin_sorted(values: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """Vectorised membership test of `values` in the sorted array `sorted_ids`."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.searchsorted(sorted_ids, values)
+    pos[pos >= len(sorted_ids)] = 0
+    return sorted_ids[pos] == values

@@ -1,0 +1,54 @@
+"""The head: one tenant's recent entries in memory as Arrow record batches, queryable at once."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+
+from loglake.model import ENTRY_SCHEMA
+from loglake.store.block import _isin_sorted
+
+
+class Head:
+    """Unsorted record batches of one tenant, in arrival order; sorted only when flushed to a block."""
+
+    def __init__(self, tenant: str) -> None:
+        self.tenant = tenant
+        self.batches: list[pa.RecordBatch] = []
+        self.rows = 0
+        self.line_bytes = 0
+        self.created = time.monotonic()
+        self.min_ts = np.iinfo(np.int64).max
+        self.max_ts = np.iinfo(np.int64).min
+
+    def append(self, batch: pa.RecordBatch, line_bytes: int) -> None:
+        """Add a batch of ENTRY_SCHEMA rows."""
+        if batch.num_rows == 0:
+            return
+        ts = batch.column(1).to_numpy()
+        self.min_ts = min(self.min_ts, int(ts.min()))
+        self.max_ts = max(self.max_ts, int(ts.max()))
+        # A new list object each time so readers iterating a snapshot never see it change.
+        self.batches = [*self.batches, batch]
+        self.rows += batch.num_rows
+        self.line_bytes += line_bytes
+
+    def to_table(self) -> pa.Table:
+        """Return all rows as one table (unsorted)."""
+        return pa.Table.from_batches(self.batches, ENTRY_SCHEMA)
+
+    def read(self, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> list[pa.Table]:
+        """Return the rows of `stream_ids` (sorted) with start <= ts < end, as tables of `columns`."""
+        if self.max_ts < start or self.min_ts >= end:
+            return []
+        out = []
+        for batch in self.batches:
+            sid = batch.column(0).to_numpy()
+            ts = batch.column(1).to_numpy()
+            mask = (ts >= start) & (ts < end) & _isin_sorted(sid, stream_ids)
+            if mask.any():
+                picked = batch.filter(pa.array(mask)) if not mask.all() else batch
+                out.append(pa.Table.from_batches([picked]).select(columns))
+        return out

@@ -1,0 +1,391 @@
+"""The store: durable appends (WAL → head), flushes to Parquet blocks, and reads by stream and time."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from loglake.model import ENTRY_SCHEMA, EntryBatch, LabelMatcher, LabelSet
+from loglake.store import wal as walmod
+from loglake.store.block import BlockInfo, BlockReader, new_block_id, sort_entries, stream_stats, write_block
+from loglake.store.head import Head
+from loglake.store.index import Index
+
+log = logging.getLogger(__name__)
+
+_MAX_GROUP = 64  # pushes that share one fsync at most
+
+
+@dataclass
+class StoreSettings:
+    """How the store flushes its head to blocks."""
+
+    head_max_bytes: int = 128 * 1024 * 1024
+    max_head_age_s: float = 2 * 3600.0
+    flush_check_period_s: float = 30.0
+    flush_on_shutdown: bool = True
+
+
+@dataclass
+class StoreEvents:
+    """Callbacks the store fires for metrics; all optional."""
+
+    on_wal_sync: Callable[[float, int], None] | None = None  # seconds, records in the group
+    on_flush: Callable[[float, int, int], None] | None = None  # seconds, rows, bytes written
+    on_appended: Callable[[str, pa.RecordBatch, dict[int, LabelSet]], None] | None = None  # for live tail
+
+
+@dataclass
+class _View:
+    """What a reader sees at one moment: current heads, heads being flushed, blocks per tenant."""
+
+    heads: dict[str, Head]
+    frozen: list[dict[str, Head]]
+    blocks: dict[str, list[BlockInfo]]
+
+
+class Store:
+    """All tenants' data: the only writer is one ingest thread, so WAL order, dedup and the head always agree."""
+
+    def __init__(self, data_dir: Path, settings: StoreSettings | None = None, events: StoreEvents | None = None):
+        self.data_dir = data_dir
+        self.settings = settings or StoreSettings()
+        self.events = events or StoreEvents()
+        self.wal_dir = data_dir / "wal"
+        self.blocks_dir = data_dir / "blocks"
+        self.index = Index(data_dir / "index.sqlite")
+        self._heads: dict[str, Head] = {}
+        self._frozen: list[dict[str, Head]] = []
+        self._view_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._readers: dict[str, BlockReader] = {}
+        self._queue: queue.Queue[tuple[str, object, Future]] = queue.Queue()
+        self._closed = False
+        self._flush_wanted = threading.Event()
+        self._stop = threading.Event()
+        self._remove_orphan_blocks()
+        self._writer = self._replay()
+        self._ingest_thread = threading.Thread(target=self._ingest_loop, name="loglake-ingest", daemon=True)
+        self._flush_thread = threading.Thread(target=self._flush_loop, name="loglake-flush", daemon=True)
+        self._ingest_thread.start()
+        self._flush_thread.start()
+
+    # ---- write path -------------------------------------------------------------------------------------------
+
+    def append(self, batch: EntryBatch) -> Future[int]:
+        """Queue validated entries; the future resolves to the number stored once they are durable."""
+        fut: Future[int] = Future()
+        if self._closed:
+            fut.set_exception(RuntimeError("the store is shutting down"))
+            return fut
+        self._queue.put(("append", batch, fut))
+        return fut
+
+    def stream_exists(self, tenant: str, sid: int) -> bool:
+        """Say whether a tenant already has this stream."""
+        return sid in self.index.tenant(tenant).labels
+
+    def active_streams(self, tenant: str) -> int:
+        """Return how many streams a tenant has."""
+        return len(self.index.tenant(tenant).labels)
+
+    def head_bytes(self) -> int:
+        """Return the line bytes held in memory (current and flushing heads)."""
+        view = self._view()
+        total = sum(h.line_bytes for h in view.heads.values())
+        return total + sum(h.line_bytes for f in view.frozen for h in f.values())
+
+    def _ingest_loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            group = [item]
+            while len(group) < _MAX_GROUP:
+                try:
+                    group.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            appends: list[tuple[walmod.WalRecord, int, Future]] = []
+            for kind, payload, fut in group:
+                if kind == "append":
+                    try:
+                        record, nbytes = self._prepare(payload)  # type: ignore[arg-type]
+                        if record.entries.num_rows:
+                            self._writer.write(walmod.encode_record(record))
+                        appends.append((record, nbytes, fut))
+                    except Exception as exc:  # a bug must fail the push, not kill the thread
+                        log.exception("append failed")
+                        fut.set_exception(exc)
+                    continue
+                self._commit(appends)
+                appends = []
+                if kind == "cut":
+                    fut.set_result(self._cut())
+                elif kind == "stop":
+                    self._writer.close()
+                    fut.set_result(None)
+                    return
+            self._commit(appends)
+
+    def _commit(self, appends: list[tuple[walmod.WalRecord, int, Future]]) -> None:
+        """Make the written records durable, then apply them to the heads and answer their pushes."""
+        if not appends:
+            return
+        t0 = time.perf_counter()
+        try:
+            self._writer.sync()
+        except OSError as exc:
+            log.exception("WAL fsync failed")
+            for _, _, fut in appends:
+                fut.set_exception(exc)
+            return
+        if self.events.on_wal_sync:
+            self.events.on_wal_sync(time.perf_counter() - t0, len(appends))
+        for record, nbytes, fut in appends:
+            self._apply(record, nbytes)
+            fut.set_result(record.entries.num_rows)
+        if sum(h.line_bytes for h in self._heads.values()) >= self.settings.head_max_bytes:
+            self._flush_wanted.set()
+
+    def _prepare(self, batch: EntryBatch) -> tuple[walmod.WalRecord, int]:
+        """Drop entries already stored (same stream, timestamp and line) and build the WAL record."""
+        keep = self._new_entries(batch)
+        rb = batch.to_record_batch()
+        if keep is not None:
+            rb = rb.filter(pa.array(keep))
+        present = np.unique(rb.column(0).to_numpy())
+        by_id = dict(zip(batch.stream_ids.tolist(), batch.streams, strict=True))
+        streams = {int(s): by_id[int(s)] for s in present}
+        nbytes = int(pc.sum(pc.binary_length(rb.column(2))).as_py() or 0)
+        return walmod.WalRecord(batch.tenant, streams, rb), nbytes
+
+    def _new_entries(self, batch: EntryBatch) -> np.ndarray | None:
+        """Return a keep-mask for entries that are not duplicates, or None when all are new."""
+        n = len(batch.ts)
+        if n == 0:
+            return None
+        tenant = self.index.tenant(batch.tenant)
+        known = np.array([tenant.max_ts.get(s, -(2**63)) for s in batch.stream_ids.tolist()], dtype=np.int64)
+        suspect = batch.ts <= known[batch.stream_index]
+        order = np.lexsort((batch.ts, batch.stream_index))
+        si, ts = batch.stream_index[order], batch.ts[order]
+        same = (si[1:] == si[:-1]) & (ts[1:] == ts[:-1])
+        if not suspect.any() and not same.any():
+            return None
+        keep = np.ones(n, dtype=bool)
+        lines = batch.line
+        if same.any():
+            # Entries of one stream with equal timestamps: keep the first of each identical line.
+            seen: set[tuple[int, int, str]] = set()
+            involved = np.union1d(np.flatnonzero(same), np.flatnonzero(same) + 1)
+            for j in involved.tolist():
+                i = int(order[j])
+                key = (int(si[j]), int(ts[j]), lines[i].as_py())
+                if key in seen:
+                    keep[i] = False
+                seen.add(key)
+        if suspect.any():
+            # Possibly a retry of stored data: compare with what is stored in that stream and time span.
+            idx = np.flatnonzero(suspect & keep)
+            for pos in np.unique(batch.stream_index[idx]).tolist():
+                rows = idx[batch.stream_index[idx] == pos]
+                sid = int(batch.stream_ids[pos])
+                lo, hi = int(batch.ts[rows].min()), int(batch.ts[rows].max())
+                stored: set[tuple[int, str]] = set()
+                for table in self.read(batch.tenant, np.array([sid], dtype=np.int64), lo, hi + 1, ["ts", "line"]):
+                    stored.update(zip(table.column("ts").to_pylist(), table.column("line").to_pylist(), strict=True))
+                if stored:
+                    for i in rows.tolist():
+                        if (int(batch.ts[i]), lines[i].as_py()) in stored:
+                            keep[i] = False
+        return None if keep.all() else keep
+
+    def _apply(self, record: walmod.WalRecord, nbytes: int) -> None:
+        """Add a durable record to its tenant's head and the in-memory index."""
+        rb = record.entries
+        if rb.num_rows == 0:
+            return
+        tenant = self.index.tenant(record.tenant)
+        for sid, labels in record.streams.items():
+            tenant.add(sid, labels)
+        sid_col = rb.column(0).to_numpy()
+        ts_col = rb.column(1).to_numpy()
+        uniq, inverse = np.unique(sid_col, return_inverse=True)
+        lo = np.full(len(uniq), np.iinfo(np.int64).max)
+        hi = np.full(len(uniq), np.iinfo(np.int64).min)
+        np.minimum.at(lo, inverse, ts_col)
+        np.maximum.at(hi, inverse, ts_col)
+        for s, a, b in zip(uniq.tolist(), lo.tolist(), hi.tolist(), strict=True):
+            tenant.extend_range(s, a, b)
+        head = self._heads.get(record.tenant)
+        if head is None:
+            with self._view_lock:
+                head = self._heads[record.tenant] = Head(record.tenant)
+        head.append(rb, nbytes)
+        if self.events.on_appended:
+            self.events.on_appended(record.tenant, rb, record.streams)
+
+    def _cut(self) -> tuple[int, dict[str, Head]]:
+        """Seal the WAL segment and set the heads aside for flushing (runs on the ingest thread)."""
+        sealed = self._writer.rotate()
+        with self._view_lock:
+            heads = self._heads
+            self._heads = {}
+            self._frozen = [*self._frozen, heads]
+        return sealed, heads
+
+    # ---- flush ------------------------------------------------------------------------------------------------
+
+    def flush(self) -> int:
+        """Write every head to Parquet blocks, register them, trim the WAL; return rows flushed."""
+        with self._flush_lock:
+            fut: Future = Future()
+            self._queue.put(("cut", None, fut))
+            sealed, heads = fut.result()
+            t0 = time.perf_counter()
+            blocks: list[BlockInfo] = []
+            rows = written = 0
+            for tenant, head in heads.items():
+                if head.rows == 0:
+                    continue
+                table = sort_entries(head.to_table())
+                stats = stream_stats(table)
+                block_id = new_block_id()
+                rel = f"blocks/{_safe(tenant)}/{block_id}.parquet"
+                size = write_block(table, self.data_dir / rel)
+                ts = table.column("ts")
+                lo, hi = pc.min_max(ts).values()
+                blocks.append(BlockInfo(block_id, tenant, rel, lo.as_py(), hi.as_py(), table.num_rows, size, stats))
+                rows += table.num_rows
+                written += size
+                del table
+            self.index.persist_blocks(blocks, sealed)
+            with self._view_lock:
+                self.index.publish_blocks(blocks)
+                self._frozen = [f for f in self._frozen if f is not heads]
+            walmod.remove_segments_upto(self.wal_dir, sealed)
+            if self.events.on_flush and rows:
+                self.events.on_flush(time.perf_counter() - t0, rows, written)
+            return rows
+
+    def _flush_loop(self) -> None:
+        while not self._stop.is_set():
+            self._flush_wanted.wait(self.settings.flush_check_period_s)
+            if self._stop.is_set():
+                return
+            wanted = self._flush_wanted.is_set()
+            self._flush_wanted.clear()
+            heads = list(self._heads.values())
+            too_old = any(time.monotonic() - h.created >= self.settings.max_head_age_s for h in heads if h.rows)
+            if wanted or too_old:
+                try:
+                    self.flush()
+                except Exception:
+                    log.exception("flush failed; the data stays in the WAL and will be flushed later")
+
+    # ---- startup ----------------------------------------------------------------------------------------------
+
+    def _remove_orphan_blocks(self) -> None:
+        """Delete block files that no catalog entry names (a crash between write and register)."""
+        known = {b.path for blocks in self.index.blocks.values() for b in blocks}
+        if not self.blocks_dir.exists():
+            return
+        for p in self.blocks_dir.rglob("*"):
+            if p.is_file() and str(p.relative_to(self.data_dir)) not in known:
+                log.warning("removing unregistered block file %s", p)
+                p.unlink()
+
+    def _replay(self) -> walmod.WalWriter:
+        """Rebuild the heads from WAL segments newer than the checkpoint; return a writer on a new segment."""
+        checkpoint = self.index.checkpoint()
+        seqs = walmod.list_segments(self.wal_dir)
+        records = 0
+        for seq in seqs:
+            if seq <= checkpoint:
+                walmod.segment_path(self.wal_dir, seq).unlink(missing_ok=True)
+                continue
+            for record in walmod.read_segment(walmod.segment_path(self.wal_dir, seq)):
+                nbytes = int(pc.sum(pc.binary_length(record.entries.column(2))).as_py() or 0)
+                self._apply(record, nbytes)
+                records += 1
+        if records:
+            log.info("replayed %d WAL records from %d segments", records, len([s for s in seqs if s > checkpoint]))
+        next_seq = max([checkpoint, *seqs]) + 1
+        return walmod.WalWriter(self.wal_dir, next_seq)
+
+    # ---- read path --------------------------------------------------------------------------------------------
+
+    def _view(self) -> _View:
+        with self._view_lock:
+            return _View(self._heads, self._frozen, self.index.blocks)
+
+    def match_streams(self, tenant: str, matchers: Sequence[LabelMatcher], start: int, end: int) -> dict[int, LabelSet]:
+        """Return the streams that the matchers select and that have data in [start, end)."""
+        t = self.index.tenant(tenant)
+        ids = t.in_range(t.match(matchers), start, end)
+        return {s: t.labels[s] for s in ids}
+
+    def all_streams(self, tenant: str, start: int, end: int) -> dict[int, LabelSet]:
+        """Return every stream of a tenant with data in [start, end)."""
+        t = self.index.tenant(tenant)
+        return {s: t.labels[s] for s in t.in_range(list(t.labels), start, end)}
+
+    def read(self, tenant: str, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> list[pa.Table]:
+        """Return the rows of `stream_ids` with start <= ts < end from blocks and heads, as tables of `columns`."""
+        ids = np.unique(np.asarray(stream_ids, dtype=np.int64))
+        if len(ids) == 0 or end <= start:
+            return []
+        view = self._view()
+        out: list[pa.Table] = []
+        for b in self.index.blocks_for_view(view.blocks, tenant, ids, start, end):
+            table = self._reader(b).read(ids, start, end, columns)
+            if table.num_rows:
+                out.append(table)
+        for heads in [*view.frozen, view.heads]:
+            head = heads.get(tenant)
+            if head is not None:
+                out.extend(head.read(ids, start, end, columns))
+        return out
+
+    def _reader(self, block: BlockInfo) -> BlockReader:
+        reader = self._readers.get(block.block_id)
+        if reader is None:
+            reader = self._readers[block.block_id] = BlockReader(self.data_dir / block.path)
+        return reader
+
+    def close(self) -> None:
+        """Stop accepting writes, flush the heads if configured, and stop the threads."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.settings.flush_on_shutdown:
+            try:
+                self.flush()
+            except Exception:
+                log.exception("flush on shutdown failed; the WAL keeps the data")
+        self._stop.set()
+        self._flush_wanted.set()
+        fut: Future = Future()
+        self._queue.put(("stop", None, fut))
+        fut.result()
+        self._flush_thread.join(5)
+        self.index.close()
+
+
+def _safe(tenant: str) -> str:
+    """Return a tenant name usable as one path component."""
+    return "".join(c if c.isalnum() or c in "-_." else f"%{ord(c):02x}" for c in tenant) or "%"
+
+
+def empty_entries() -> pa.Table:
+    """Return an empty table of stored entries."""
+    return ENTRY_SCHEMA.empty_table()
