@@ -19,7 +19,7 @@ from loglake import __version__
 from loglake.api import params as qparams
 from loglake.api.metrics import ServerMetrics, StateSource
 from loglake.config import Config, config_to_dict
-from loglake.ingest.decode import PushDecodeError, PushTooLargeError, decode_push
+from loglake.ingest.decode import PushDecodeError, decode_push
 from loglake.ingest.validate import ValidationResult, Validator
 from loglake.logql.engine import QueryEngine, QueryError
 from loglake.store.store import Store
@@ -168,7 +168,7 @@ class LoglakeApp:
             self.metrics.discarded_samples.labels(reason, tenant).inc(lines)
             self.metrics.discarded_bytes.labels(reason, tenant).inc(nbytes)
         if result.status == 429:
-            raise ApiError(429, "\n".join(result.errors))
+            raise ApiError(429, result.message or "\n".join(result.errors))
         if result.batch is not None and len(result.batch):
             batch = result.batch
             stored = await asyncio.wrap_future(self.store.append(batch))
@@ -176,15 +176,13 @@ class LoglakeApp:
             self.metrics.bytes_received.labels(tenant).inc(_line_bytes(batch))
             if stored < len(batch):
                 self.metrics.duplicates.labels(tenant).inc(len(batch) - stored)
-        if result.errors:
-            raise ApiError(400, "\n".join(result.errors))
+        if result.status != 204:
+            raise ApiError(result.status, result.message or "\n".join(result.errors))
         return Response(status_code=204)
 
     def _decode_and_validate(self, body: bytes, ctype: str | None, cenc: str | None, tenant: str) -> ValidationResult:
         try:
             pushed = decode_push(body, ctype, cenc, self.max_body)
-        except PushTooLargeError as exc:
-            raise ApiError(413, str(exc)) from None
         except PushDecodeError as exc:
             raise ApiError(400, str(exc)) from None
         return self.validator.validate(

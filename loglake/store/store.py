@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -169,7 +170,11 @@ class Store:
         return walmod.WalRecord(batch.tenant, streams, rb), nbytes
 
     def _new_entries(self, batch: EntryBatch) -> np.ndarray | None:
-        """Return a keep-mask for entries that are not duplicates, or None when all are new."""
+        """Return a keep-mask for entries that are not duplicates, or None when all are new.
+
+        An entry can only repeat a stored one if its timestamp is at or before its stream's newest stored
+        timestamp; only those entries are compared with stored data, by joins on (stream, ts) then line.
+        """
         n = len(batch.ts)
         if n == 0:
             return None
@@ -182,31 +187,35 @@ class Store:
         if not suspect.any() and not same.any():
             return None
         keep = np.ones(n, dtype=bool)
-        lines = batch.line
+        incoming = pl.DataFrame(
+            {
+                "stream_id": batch.stream_ids[batch.stream_index],
+                "ts": batch.ts,
+                "line": pl.Series(batch.line),
+                "row": np.arange(n, dtype=np.int64),
+            }
+        )
         if same.any():
-            # Entries of one stream with equal timestamps: keep the first of each identical line.
-            seen: set[tuple[int, int, str]] = set()
-            involved = np.union1d(np.flatnonzero(same), np.flatnonzero(same) + 1)
-            for j in involved.tolist():
-                i = int(order[j])
-                key = (int(si[j]), int(ts[j]), lines[i].as_py())
-                if key in seen:
-                    keep[i] = False
-                seen.add(key)
+            first = incoming.unique(subset=["stream_id", "ts", "line"], keep="first", maintain_order=True)
+            keep[:] = False
+            keep[first.get_column("row").to_numpy()] = True
         if suspect.any():
-            # Possibly a retry of stored data: compare with what is stored in that stream and time span.
-            idx = np.flatnonzero(suspect & keep)
-            for pos in np.unique(batch.stream_index[idx]).tolist():
-                rows = idx[batch.stream_index[idx] == pos]
-                sid = int(batch.stream_ids[pos])
-                lo, hi = int(batch.ts[rows].min()), int(batch.ts[rows].max())
-                stored: set[tuple[int, str]] = set()
-                for table in self.read(batch.tenant, np.array([sid], dtype=np.int64), lo, hi + 1, ["ts", "line"]):
-                    stored.update(zip(table.column("ts").to_pylist(), table.column("line").to_pylist(), strict=True))
-                if stored:
-                    for i in rows.tolist():
-                        if (int(batch.ts[i]), lines[i].as_py()) in stored:
-                            keep[i] = False
+            cand = incoming.filter(pl.Series(suspect & keep))
+            sids = np.unique(cand.get_column("stream_id").to_numpy())
+            lo, hi = int(cand.get_column("ts").min()), int(cand.get_column("ts").max())
+            stored_ts = self.read(batch.tenant, sids, lo, hi + 1, ["stream_id", "ts"])
+            if stored_ts:
+                keys = pl.from_arrow(pa.concat_tables(stored_ts)).unique()
+                cand = cand.join(keys, on=["stream_id", "ts"], how="semi")
+                if cand.height:
+                    # Same stream and timestamp as a stored entry: now compare the lines.
+                    lo, hi = int(cand.get_column("ts").min()), int(cand.get_column("ts").max())
+                    sids = np.unique(cand.get_column("stream_id").to_numpy())
+                    stored = pl.from_arrow(
+                        pa.concat_tables(self.read(batch.tenant, sids, lo, hi + 1, ["stream_id", "ts", "line"]))
+                    )
+                    dup = cand.join(stored, on=["stream_id", "ts", "line"], how="semi")
+                    keep[dup.get_column("row").to_numpy()] = False
         return None if keep.all() else keep
 
     def _apply(self, record: walmod.WalRecord, nbytes: int) -> None:

@@ -1,0 +1,414 @@
+"""The `loglake` command line: the server (`serve`), configuration checks, and a logcli-like client."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, tzinfo
+from typing import Any
+
+import yaml
+
+from loglake import __version__
+from loglake.client.loki import DEFAULT_ADDR, LokiClient, LokiError
+from loglake.client.output import OUTPUT_MODES, LogPrinter, format_label_set
+from loglake.client.push import LinePusher, push_lines
+from loglake.client.query import BatchTooSmallError, fetch_pages
+from loglake.client.times import TIMESTAMP_FORMATS, local_zone, now_ns, parse_time
+from loglake.config import ConfigError, config_to_dict, default_config_yaml, load_config, parse_duration
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """Arguments that parse but cannot be used together; reported like argparse's own errors (exit 2)."""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Argument types: each raises ArgumentTypeError, which argparse reports with the usage line (exit 2).
+
+
+def _duration_arg(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _time_arg(text: str) -> int:
+    try:
+        return parse_time(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bool_arg(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "t", "true", "yes"):
+        return True
+    if value in ("0", "f", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _count_arg(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of {minimum} or more, got {text!r}")
+        return value
+
+    return parse
+
+
+def _zone_arg(text: str) -> tzinfo:
+    if text.lower() == "utc":
+        return UTC
+    if text.lower() == "local":
+        return local_zone()
+    raise argparse.ArgumentTypeError(f"expected Local or UTC, got {text!r}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The parser.
+
+
+def _client_options() -> argparse.ArgumentParser:
+    """Options every client command takes: where the server is and who we are (logcli's flags and variables)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("server")
+    g.add_argument(
+        "--addr",
+        default=os.environ.get("LOKI_ADDR") or DEFAULT_ADDR,
+        help=f"server address (env LOKI_ADDR; default {DEFAULT_ADDR})",
+    )
+    g.add_argument(
+        "--org-id", default=os.environ.get("LOKI_ORG_ID"), help="tenant, sent as X-Scope-OrgID (env LOKI_ORG_ID)"
+    )
+    g.add_argument("--username", default=os.environ.get("LOKI_USERNAME"), help="basic auth user (env LOKI_USERNAME)")
+    g.add_argument(
+        "--password", default=os.environ.get("LOKI_PASSWORD"), help="basic auth password (env LOKI_PASSWORD)"
+    )
+    g.add_argument(
+        "--bearer-token", default=os.environ.get("LOKI_BEARER_TOKEN"), help="bearer token (env LOKI_BEARER_TOKEN)"
+    )
+    g.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for each answer (default 300)")
+    g.add_argument("-q", "--quiet", action="store_true", help="do not print request URLs and common labels")
+    return p
+
+
+def _range_options(what: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("time range")
+    g.add_argument("--since", type=_duration_arg, default=parse_duration("1h"), help="look back this long (default 1h)")
+    g.add_argument("--from", dest="start", type=_time_arg, help=f"start looking for {what} at this time (inclusive)")
+    g.add_argument("--to", dest="end", type=_time_arg, help=f"stop looking for {what} at this time (exclusive)")
+    return p
+
+
+def _output_options() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("output")
+    g.add_argument("-o", "--output", choices=OUTPUT_MODES, default="default", help="output mode (default: default)")
+    g.add_argument("-z", "--timezone", type=_zone_arg, default="Local", help="Local or UTC (default Local)")
+    g.add_argument("--output-timestamp-format", choices=TIMESTAMP_FORMATS, default="rfc3339")
+    g.add_argument("--no-labels", action="store_true", help="do not print labels")
+    g.add_argument("--include-common-labels", action="store_true", help="print labels every stream shares too")
+    g.add_argument("--include-label", action="append", default=[], metavar="NAME", help="print only these labels")
+    g.add_argument("--exclude-label", action="append", default=[], metavar="NAME", help="do not print these labels")
+    g.add_argument("--labels-length", type=_count_arg(0), default=0, help="pad labels to this width")
+    return p
+
+
+def _config_file_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--config.expand-env",
+        "-config.expand-env",
+        dest="expand_env",
+        type=_bool_arg,
+        nargs="?",
+        const=True,
+        default=False,
+        help="expand ${VAR} and ${VAR:-default} in the file from the environment",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the parser of the `loglake` command line."""
+    parser = argparse.ArgumentParser(prog="loglake", description="Centralized logging that speaks Loki's API.")
+    parser.add_argument("--version", action="version", version=f"loglake {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    client, since_logs = _client_options(), _range_options("logs")
+
+    p = sub.add_parser("serve", help="run the server", description="Run the server: every role in one process.")
+    p.add_argument("--config", "--config.file", "-config.file", dest="config", metavar="FILE", help="YAML file")
+    _config_file_options(p)
+    p.add_argument("--server.http-listen-address", "-server.http-listen-address", dest="listen_address")
+    p.add_argument("--server.http-listen-port", "-server.http-listen-port", dest="listen_port", type=_count_arg(0))
+    p.add_argument("--common.path-prefix", "-common.path-prefix", dest="path_prefix", metavar="DIR")
+    p.add_argument("--log.level", "-log.level", dest="log_level", choices=("debug", "info", "warn", "error"))
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("config", help="print the default configuration or check a file")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--defaults", action="store_true", help="print the default configuration as YAML")
+    g.add_argument("--check", metavar="FILE", help="check a configuration file; exit 1 if it is invalid")
+    p.add_argument("--print", dest="print_config", action="store_true", help="with --check: print the result")
+    _config_file_options(p)
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser(
+        "query",
+        parents=[client, since_logs, _output_options()],
+        help="run a LogQL query over a time range",
+        description="Run a LogQL query over a time range; log queries are fetched in batches up to --limit.",
+    )
+    p.add_argument("query", help='LogQL, e.g. \'{app="api"} |= "error"\' or \'rate({app="api"}[5m])\'')
+    p.add_argument("--limit", type=_count_arg(0), default=30, help="most entries to print; 0 for all (default 30)")
+    p.add_argument("--batch", type=_count_arg(1), default=1000, help="entries per request (default 1000)")
+    p.add_argument("--forward", action="store_true", help="oldest entries first")
+    p.add_argument("--step", help="step of metric queries, e.g. 1m (default: chosen by the server)")
+    p.add_argument("--interval", help="return log entries at this interval only (experimental in Loki)")
+    p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser(
+        "instant-query", parents=[client, _output_options()], help="run a LogQL metric query at one instant"
+    )
+    p.add_argument("query", help="LogQL metric query, e.g. 'count_over_time({app=\"api\"}[5m])'")
+    p.add_argument("--now", type=_time_arg, help="the instant (default: now)")
+    p.add_argument("--limit", type=_count_arg(0), default=30, help="most series (default 30)")
+    p.add_argument("--forward", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_instant_query)
+
+    p = sub.add_parser("labels", parents=[client, _range_options("labels")], help="list label names or values")
+    p.add_argument("label", nargs="?", help="list the values of this label (default: list label names)")
+    p.add_argument("--query", help="only labels of streams matching this selector")
+    p.set_defaults(func=_cmd_labels)
+
+    p = sub.add_parser("series", parents=[client, _range_options("series")], help="list the streams of a selector")
+    p.add_argument("matcher", nargs="?", help="stream selector, e.g. '{app=\"api\"}' (default: every stream)")
+    p.set_defaults(func=_cmd_series)
+
+    p = sub.add_parser(
+        "push",
+        parents=[client],
+        help="push lines from standard input",
+        description="Push each line of standard input to one stream, stamped with the time it was read.",
+    )
+    p.add_argument("--labels", required=True, help='the stream\'s labels, e.g. \'{app="api", env="dev"}\'')
+    p.add_argument("--batch-size", type=_count_arg(1), default=1000, help="lines per request (default 1000)")
+    p.add_argument(
+        "--batch-wait", type=_duration_arg, default=parse_duration("1s"), help="longest a line waits (default 1s)"
+    )
+    p.set_defaults(func=_cmd_push)
+    return parser
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Commands.
+
+
+@contextlib.contextmanager
+def _config_warnings_to_stderr() -> Iterator[None]:
+    """Show the config loader's warnings on stderr even before the server sets up logging."""
+    logger = logging.getLogger("loglake.config")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    old_propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = old_propagate
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    overrides: dict[str, dict[str, Any]] = {}
+    for block, key, value in (
+        ("server", "http_listen_address", args.listen_address),
+        ("server", "http_listen_port", args.listen_port),
+        ("server", "log_level", args.log_level),
+        ("common", "path_prefix", args.path_prefix),
+    ):
+        if value is not None:
+            overrides.setdefault(block, {})[key] = value
+    with _config_warnings_to_stderr():
+        config = load_config(args.config, overrides=overrides, expand_env=args.expand_env)
+    from loglake.server import serve  # the server's dependencies load only when serving
+
+    serve(config)
+    return EXIT_OK
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    if args.defaults:
+        sys.stdout.write(default_config_yaml())
+        return EXIT_OK
+    with _config_warnings_to_stderr():
+        config = load_config(args.check, expand_env=args.expand_env)
+    if args.print_config:
+        sys.stdout.write(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    else:
+        print(f"{args.check}: valid")
+    return EXIT_OK
+
+
+def _client(args: argparse.Namespace) -> LokiClient:
+    def show_url(url: str) -> None:
+        print(url, file=sys.stderr)
+
+    return LokiClient(
+        args.addr,
+        org_id=args.org_id,
+        username=args.username,
+        password=args.password,
+        bearer_token=args.bearer_token,
+        timeout=args.timeout,
+        on_request=None if args.quiet else show_url,
+    )
+
+
+def _time_range(args: argparse.Namespace) -> tuple[int, int]:
+    end = args.end if args.end is not None else now_ns()
+    start = args.start if args.start is not None else end - args.since
+    if start > end:
+        raise UsageError("--from must not be after --to")
+    return start, end
+
+
+def _printer(args: argparse.Namespace) -> LogPrinter:
+    return LogPrinter(
+        sys.stdout,
+        mode=args.output,
+        zone=args.timezone,
+        timestamp_format=args.output_timestamp_format,
+        no_labels=args.no_labels,
+        include_common_labels=args.include_common_labels,
+        include_labels=args.include_label,
+        exclude_labels=args.exclude_label,
+        fixed_labels_len=args.labels_length,
+        notes=None if args.quiet else sys.stderr,
+    )
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    start, end = _time_range(args)
+    printer = _printer(args)
+    with _client(args) as client:
+        pages = fetch_pages(
+            client,
+            args.query,
+            start=start,
+            end=end,
+            limit=args.limit,
+            batch_size=args.batch,
+            forward=args.forward,
+            step=args.step,
+            interval=args.interval,
+        )
+        for page in pages:
+            if page.result_type == "streams":
+                printer.print_entries(page.entries)
+            else:
+                printer.print_metric(page.data)
+    return EXIT_OK
+
+
+def _cmd_instant_query(args: argparse.Namespace) -> int:
+    printer = _printer(args)
+    with _client(args) as client:
+        data = client.query(
+            args.query, time=args.now, limit=args.limit, direction="forward" if args.forward else "backward"
+        )
+    if data.get("resultType") == "streams":
+        from loglake.client.query import stream_entries
+
+        printer.print_entries(stream_entries(data.get("result") or [], forward=args.forward))
+    else:
+        printer.print_metric(data)
+    return EXIT_OK
+
+
+def _cmd_labels(args: argparse.Namespace) -> int:
+    start, end = _time_range(args)
+    with _client(args) as client:
+        if args.label:
+            values = client.label_values(args.label, start=start, end=end, query=args.query)
+        else:
+            values = client.labels(start=start, end=end, query=args.query)
+    for value in values:
+        print(value)
+    return EXIT_OK
+
+
+def _cmd_series(args: argparse.Namespace) -> int:
+    start, end = _time_range(args)
+    with _client(args) as client:
+        series = client.series([args.matcher] if args.matcher else [], start=start, end=end)
+    for labels in series:
+        print(format_label_set(labels))
+    return EXIT_OK
+
+
+def _parse_stream_labels(text: str) -> dict[str, str]:
+    from loglake.model import LABEL_NAME_RE, LabelTextError, parse_labels
+
+    try:
+        pairs = parse_labels(text)
+    except LabelTextError as exc:
+        raise UsageError(f"--labels {text!r} is not a label set like '{{app=\"api\"}}': {exc}") from None
+    for name, _ in pairs:
+        if not LABEL_NAME_RE.match(name):
+            raise UsageError(f"--labels: {name!r} is not a label name (letters, digits and _, not first a digit)")
+    if not pairs:
+        raise UsageError("--labels needs at least one label, e.g. '{app=\"api\"}'")
+    return dict(pairs)
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    labels = _parse_stream_labels(args.labels)
+    args.quiet = True  # push prints only what went wrong
+    with _client(args) as client:
+        pusher = LinePusher(client, labels, batch_size=args.batch_size)
+        lines = (raw.decode("utf-8", errors="replace") for raw in sys.stdin.buffer)
+        try:
+            push_lines(pusher, lines, max_wait=args.batch_wait / 1e9)
+        except LokiError as exc:
+            raise LokiError(exc.status, f"push failed after {pusher.pushed} lines: {exc.message}", exc.url) from None
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry point.
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `loglake` command line and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (ConfigError, LokiError, BatchTooSmallError) as exc:
+        print(f"loglake {args.command}: {exc}", file=sys.stderr)
+    except UsageError as exc:
+        print(f"loglake {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    return EXIT_FAILED
