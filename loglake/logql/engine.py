@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -14,6 +15,7 @@ from loglake.logql.errors import QueryError
 from loglake.logql.results import QueryStats, format_ts, format_value, streams_result
 from loglake.logql.windows import StepGrid, window_sums
 from loglake.model import LabelMatcher, LabelSet
+from loglake.store.store import Piece
 
 NS = 1_000_000_000
 MAX_POINTS_PER_SERIES = 11_000
@@ -32,13 +34,7 @@ class StoreReader(Protocol):
         self, tenant: str, stream_ids: np.ndarray, start: int, end: int, columns: list[str]
     ) -> list[pa.Table]: ...  # pragma: no cover
 
-
-@dataclass
-class _Selected:
-    """Entries that passed the selector and the line filters."""
-
-    streams: dict[int, LabelSet]
-    rows: pa.Table
+    def pieces(self, tenant: str, stream_ids: np.ndarray, start: int, end: int) -> list[Piece]: ...  # pragma: no cover
 
 
 class QueryEngine:
@@ -144,69 +140,197 @@ class QueryEngine:
             return self.store.all_streams(tenant, start, end)
         return self.store.match_streams(tenant, qp.parse_selector(query), start, end)
 
-    def _select(
-        self, tenant: str, q: qp.LogQuery, start: int, end: int, columns: list[str], stats: QueryStats
-    ) -> _Selected:
-        """Read the selected streams' entries in [start, end) and apply the line filters."""
+    def _pieces(self, tenant: str, q: qp.LogQuery, start: int, end: int) -> tuple[dict[int, LabelSet], list[Piece]]:
         streams = self.store.match_streams(tenant, q.matchers, start, end)
         ids = np.fromiter(streams, dtype=np.int64, count=len(streams))
-        need = list(dict.fromkeys(["stream_id", "ts", "line", *columns]))
-        tables = self.store.read(tenant, ids, start, end, need)
-        rows = pa.concat_tables(tables) if tables else _empty(need)
-        stats.lines_processed += rows.num_rows
-        stats.bytes_processed += int(pc.sum(pc.binary_length(rows.column("line"))).as_py() or 0)
-        if q.line_filters and rows.num_rows:
-            mask = qp.line_filter_mask(q.line_filters, rows.column("line"))
-            rows = rows.filter(pa.array(mask))
+        return streams, self.store.pieces(tenant, ids, start, end)
+
+    def _load(self, piece: Piece, q: qp.LogQuery, columns: list[str], stats: QueryStats) -> pa.Table:
+        """Load a piece's rows and apply the query's line filters."""
+        need = list(dict.fromkeys(["stream_id", "ts", *columns, *(["line"] if q.line_filters else [])]))
+        rows = piece.load(need)
+        n = rows.num_rows
+        nbytes = int(pc.sum(pc.binary_length(rows.column("line"))).as_py() or 0) if "line" in need else 0
+        stats.lines_processed += n
+        stats.bytes_processed += nbytes
+        if piece.in_head:
+            stats.head_lines += n
+            stats.head_bytes += nbytes
+        else:
+            stats.blocks_read += 1
+        if q.line_filters and n:
+            rows = rows.filter(pa.array(qp.line_filter_mask(q.line_filters, rows.column("line"))))
         stats.post_filter_lines += rows.num_rows
-        return _Selected(streams, rows)
+        return rows.select([c for c in rows.column_names if c in columns or c in ("stream_id", "ts")])
 
     def _log_query(
         self, tenant: str, q: qp.LogQuery, start: int, end: int, limit: int, direction: str, stats: QueryStats
     ) -> list[dict[str, Any]]:
-        sel = self._select(tenant, q, start, end, ["metadata"], stats)
-        rows = sel.rows
-        n = rows.num_rows
-        if n == 0 or limit == 0:
+        """Return the first `limit` entries in `direction`, reading pieces newest-first (or oldest-first) and
+        stopping once no remaining piece can hold a better entry."""
+        if limit == 0:
             return []
-        ts = rows.column("ts").to_numpy()
-        sid = rows.column("stream_id").to_numpy()
-        k = min(limit, n)
-        key = -ts if direction == "backward" else ts
-        if k < n:
-            candidates = np.argpartition(key, k - 1)[:k]
-        else:
-            candidates = np.arange(n)
-        order = candidates[np.lexsort((sid[candidates], key[candidates]))]
-        picked = rows.take(pa.array(order))
+        streams, pieces = self._pieces(tenant, q, start, end)
+        backward = direction == "backward"
+        pieces.sort(key=lambda p: -p.max_ts if backward else p.min_ts)
+        columns = ["stream_id", "ts", "line", "metadata"]
+        kept: list[pa.Table] = []
+        kept_rows = 0
+        bound: int | None = None
+        for piece in pieces:
+            if bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound):
+                break
+            rows = self._load(piece, q, columns, stats)
+            if not rows.num_rows:
+                continue
+            kept.append(rows)
+            kept_rows += rows.num_rows
+            if kept_rows >= limit:
+                best = _top(pa.concat_tables(kept), limit, backward)
+                kept, kept_rows = [best], best.num_rows
+                edge = best.column("ts")[best.num_rows - 1].as_py()
+                bound = edge
+        if not kept:
+            return []
+        picked = _top(pa.concat_tables(kept), limit, backward)
         stats.entries_returned += picked.num_rows
-        return streams_result(picked, sel.streams, direction)
+        return streams_result(picked, streams, direction)
 
     # ---- metric queries ---------------------------------------------------------------------------------------
 
     def _metric(self, tenant: str, expr: qp.MetricQuery, grid: StepGrid, stats: QueryStats) -> list[dict[str, Any]]:
         if isinstance(expr, qp.VectorAgg):
-            inner = self._range_agg(tenant, expr.inner, grid, stats)
-            return _aggregate(expr, inner, grid)
-        return _to_series(self._range_agg(tenant, expr, grid, stats), grid)
+            # sum of counts, bytes and rates is linear: add straight into the output groups.
+            pushdown = expr if expr.op == "sum" else None
+            inner = self._range_agg(tenant, expr.inner, grid, stats, pushdown)
+            return _to_series(inner, grid) if pushdown else _aggregate(expr, inner, grid)
+        return _to_series(self._range_agg(tenant, expr, grid, stats, None), grid)
 
-    def _range_agg(self, tenant: str, r: qp.RangeAgg, grid: StepGrid, stats: QueryStats) -> _SeriesMatrix:
+    def _range_agg(
+        self, tenant: str, r: qp.RangeAgg, grid: StepGrid, stats: QueryStats, group_by: qp.VectorAgg | None
+    ) -> _SeriesMatrix:
+        """Evaluate a range aggregation at every step, piece by piece, into per-series (or per-group) rows."""
         times = grid.times()
         start = int(times[0]) - r.range_ns - r.offset_ns + 1
         end = int(times[-1]) - r.offset_ns + 1
-        columns = ["metadata"]
-        sel = self._select(tenant, r.query, max(start, 0), end, columns, stats)
-        rows = sel.rows
-        series_idx, labels = _series_of(rows, sel.streams)
-        ts = rows.column("ts").to_numpy()
-        if r.func in ("bytes_over_time", "bytes_rate"):
-            values = pc.binary_length(rows.column("line")).to_numpy(zero_copy_only=False).astype(np.float64)
-        else:
-            values = np.ones(len(ts), dtype=np.float64)
-        sums, counts = window_sums(series_idx, ts, values, len(labels), grid, r.range_ns, r.offset_ns)
+        streams, pieces = self._pieces(tenant, r.query, max(start, 0), end)
+        by_bytes = r.func in ("bytes_over_time", "bytes_rate")
+        columns = ["stream_id", "ts", "metadata", *(["line"] if by_bytes else [])]
+        registry = _SeriesRegistry(streams, group_by)
+        acc = _Accumulator(grid.count)
+        for piece in pieces:
+            rows = self._load(piece, r.query, columns, stats)
+            if not rows.num_rows:
+                continue
+            target = registry.targets(rows)
+            ts = rows.column("ts").to_numpy()
+            if by_bytes:
+                values = pc.binary_length(rows.column("line")).to_numpy(zero_copy_only=False).astype(np.float64)
+            else:
+                values = np.ones(len(ts), dtype=np.float64)
+            local, inverse = np.unique(target, return_inverse=True)
+            sums, counts = window_sums(inverse.reshape(-1), ts, values, len(local), grid, r.range_ns, r.offset_ns)
+            acc.add(local, sums, counts, len(registry.labels))
+        sums, counts = acc.result(len(registry.labels))
         if r.func in ("rate", "bytes_rate"):
             sums = sums / (r.range_ns / NS)
-        return _SeriesMatrix(labels, sums, counts > 0)
+        return _SeriesMatrix(registry.labels, sums, counts > 0)
+
+
+def _top(rows: pa.Table, limit: int, backward: bool) -> pa.Table:
+    """Return the `limit` newest (backward) or oldest rows, in that order; ties broken by stream id."""
+    ts = rows.column("ts").to_numpy()
+    sid = rows.column("stream_id").to_numpy()
+    key = -ts if backward else ts
+    n = len(ts)
+    k = min(limit, n)
+    candidates = np.argpartition(key, k - 1)[:k] if k < n else np.arange(n)
+    order = candidates[np.lexsort((sid[candidates], key[candidates]))]
+    return rows.take(pa.array(order))
+
+
+class _SeriesRegistry:
+    """Gives every (stream, structured metadata) series a row number, or its output group's when pushed down."""
+
+    def __init__(self, streams: dict[int, LabelSet], group_by: qp.VectorAgg | None) -> None:
+        self.streams = streams
+        self.group_by = group_by
+        self.index: dict[tuple[int, int], int] = {}
+        self.labels: list[dict[str, str]] = []
+        self._groups: dict[tuple[tuple[str, str], ...], int] = {}
+
+    def targets(self, rows: pa.Table) -> np.ndarray:
+        """Return each row's target row number, registering new series."""
+        n = rows.num_rows
+        sid = rows.column("stream_id").to_numpy()
+        meta = rows.column("metadata")
+        if meta.null_count < n:
+            meta_hash = pl.from_arrow(meta.combine_chunks()).hash().to_numpy().astype(np.int64)
+            meta_hash[~pc.is_valid(meta).to_numpy(zero_copy_only=False)] = 0
+        else:
+            meta_hash = np.zeros(n, dtype=np.int64)
+        keys = np.empty(n, dtype=[("sid", np.int64), ("meta", np.int64)])
+        keys["sid"] = sid
+        keys["meta"] = meta_hash
+        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+        out = np.empty(len(uniq), dtype=np.int64)
+        new = []
+        for j, (s, h) in enumerate(uniq.tolist()):
+            t = self.index.get((s, h))
+            if t is None:
+                new.append(j)
+            else:
+                out[j] = t
+        if new:
+            metas = meta.take(pa.array(first[new])).to_pylist()
+            for j, m in zip(new, metas, strict=True):
+                s, h = uniq[j].tolist()
+                labels = dict(self.streams[s])
+                if m:
+                    labels.update(dict(m))
+                out[j] = self.index[(s, h)] = self._register(labels)
+        return out[inverse.reshape(-1)]
+
+    def _register(self, labels: dict[str, str]) -> int:
+        if self.group_by is None:
+            self.labels.append(labels)
+            return len(self.labels) - 1
+        key = _group_key(labels, self.group_by.grouping, self.group_by.without)
+        g = self._groups.get(key)
+        if g is None:
+            g = self._groups[key] = len(self.labels)
+            self.labels.append(dict(key))
+        return g
+
+
+class _Accumulator:
+    """Sums per-piece window results into rows that grow as new series appear."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+        self.sums = np.zeros((0, steps))
+        self.counts = np.zeros((0, steps), dtype=np.int64)
+
+    def add(self, rows: np.ndarray, sums: np.ndarray, counts: np.ndarray, total: int) -> None:
+        """Add a piece's (len(rows), steps) results at `rows`."""
+        if total > len(self.sums):
+            grow = max(total, 2 * len(self.sums))
+            self.sums = np.vstack([self.sums, np.zeros((grow - len(self.sums), self.steps))])
+            self.counts = np.vstack([self.counts, np.zeros((grow - len(self.counts), self.steps), dtype=np.int64)])
+        self.sums[rows] += sums
+        self.counts[rows] += counts
+
+    def result(self, total: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the (total, steps) sums and counts."""
+        if total > len(self.sums):
+            self.add(np.zeros(0, dtype=np.int64), np.zeros((0, self.steps)), np.zeros((0, self.steps)), total)
+        return self.sums[:total], self.counts[:total]
+
+
+def _group_key(labels: dict[str, str], grouping: list[str] | None, without: bool) -> tuple[tuple[str, str], ...]:
+    if without:
+        return tuple(sorted((k, v) for k, v in labels.items() if k not in (grouping or ())))
+    return tuple(sorted((k, v) for k, v in labels.items() if k in (grouping or ())))
 
 
 @dataclass
@@ -218,44 +342,11 @@ class _SeriesMatrix:
     present: np.ndarray
 
 
-def _series_of(rows: pa.Table, streams: dict[int, LabelSet]) -> tuple[np.ndarray, list[dict[str, str]]]:
-    """Return each row's series index and the series' labels (stream labels plus structured metadata)."""
-    n = rows.num_rows
-    sid = rows.column("stream_id").to_numpy()
-    if n == 0:
-        return np.zeros(0, dtype=np.int64), []
-    meta = rows.column("metadata")
-    has_meta = pc.is_valid(meta).to_numpy(zero_copy_only=False) if meta.null_count < n else np.zeros(n, bool)
-    if has_meta.any():
-        import polars as pl
-
-        meta_hash = pl.from_arrow(meta.combine_chunks()).hash().to_numpy().astype(np.int64)
-        meta_hash[~has_meta] = 0
-    else:
-        meta_hash = np.zeros(n, dtype=np.int64)
-    keys = np.empty(n, dtype=[("sid", np.int64), ("meta", np.int64)])
-    keys["sid"] = sid
-    keys["meta"] = meta_hash
-    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    labels = []
-    metas = meta.take(pa.array(first)).to_pylist()
-    for j, m in zip(range(len(uniq)), metas, strict=True):
-        d = dict(streams[int(uniq[j]["sid"])])
-        if m:
-            d.update(dict(m))
-        labels.append(d)
-    return inverse.reshape(-1).astype(np.int64), labels
-
-
 def _aggregate(agg: qp.VectorAgg, inner: _SeriesMatrix, grid: StepGrid) -> list[dict[str, Any]]:
     """Apply sum/count/avg/min/max with by/without over the inner series at every step."""
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for i, labels in enumerate(inner.labels):
-        if agg.without:
-            key = tuple(sorted((k, v) for k, v in labels.items() if k not in agg.grouping))
-        else:
-            key = tuple(sorted((k, v) for k, v in labels.items() if k in (agg.grouping or ())))
-        groups.setdefault(key, []).append(i)
+        groups.setdefault(_group_key(labels, agg.grouping, agg.without), []).append(i)
     out_labels, out_values, out_present = [], [], []
     for key, members in groups.items():
         vals = inner.values[members]

@@ -1,32 +1,21 @@
-"""Turns LogQL text into what the engine executes: log queries, range and vector aggregations."""
+"""Turns a parsed LogQL tree into what the engine executes: log queries, range and vector aggregations."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
-import numpy as np
-import polars as pl
-import pyarrow as pa
-
+from loglake.logql import ast
 from loglake.logql.errors import QueryError
-from loglake.model import LabelMatcher, MatchOp
-from loglake.quoting import QuotingError, unquote_at
+from loglake.logql.lexer import ParseError
+from loglake.logql.linefilter import line_filter_mask
+from loglake.logql.parser import parse as parse_expr
+from loglake.model import LabelMatcher
 
+__all__ = ["LogQuery", "MetricQuery", "RangeAgg", "VectorAgg", "format_query", "line_filter_mask", "parse"]
 
-class PlanError(QueryError):
-    """A query that does not parse or is not supported; its text is Loki's 400 message."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(status, message)
-
-
-@dataclass
-class LineFilterSpec:
-    """One line filter stage: operator and its `or` alternatives."""
-
-    op: str
-    values: list[str]
+# What this engine runs so far; the rest of LogQL parses but answers 400 until the pipeline engine lands.
+_RANGE_FUNCS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate")
+_VECTOR_OPS = ("sum", "count", "min", "max", "avg")
 
 
 @dataclass
@@ -34,7 +23,7 @@ class LogQuery:
     """A stream selector with line filters."""
 
     matchers: list[LabelMatcher]
-    line_filters: list[LineFilterSpec] = field(default_factory=list)
+    line_filters: list[ast.LineFilter] = field(default_factory=list)
 
 
 @dataclass
@@ -59,133 +48,58 @@ class VectorAgg:
 
 MetricQuery = RangeAgg | VectorAgg
 
-_EMPTY_SELECTOR = (
-    "parse error : queries require at least one regexp or equality matcher that does not have an "
-    'empty-compatible value. For instance, app=~".*" does not meet this requirement, but app=~".+" will'
-)
 
-
-# Temporary minimal grammar (selectors, line filters, sum/count of count_over_time) until the full parser lands.
-def _parse_selector_at(text: str, i: int) -> tuple[list[LabelMatcher], int]:
-    i = _ws(text, i)
-    if i >= len(text) or text[i] != "{":
-        raise PlanError(
-            "parse error : syntax error: unexpected $end"
-            if i >= len(text)
-            else f"parse error at line 1, col {i + 1}: syntax error: unexpected IDENTIFIER"
-        )
-    i += 1
-    matchers: list[LabelMatcher] = []
-    while True:
-        i = _ws(text, i)
-        if i < len(text) and text[i] == "}":
-            i += 1
-            break
-        m = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*").match(text, i)
-        if not m:
-            raise PlanError(f"parse error at line 1, col {i + 1}: syntax error")
-        try:
-            value, i = unquote_at(text, m.end())
-        except QuotingError as exc:
-            raise PlanError(f"parse error : {exc}") from None
-        matchers.append(LabelMatcher(m.group(1), MatchOp(m.group(2)), value))
-        i = _ws(text, i)
-        if i < len(text) and text[i] == ",":
-            i += 1
-    if not any(not mm.matches_empty() for mm in matchers):
-        raise PlanError(_EMPTY_SELECTOR)
-    return matchers, i
-
-
-def _ws(text: str, i: int) -> int:
-    while i < len(text) and text[i].isspace():
-        i += 1
-    return i
-
-
-def _parse_log(text: str, i: int) -> tuple[LogQuery, int]:
-    matchers, i = _parse_selector_at(text, i)
-    filters: list[LineFilterSpec] = []
-    while True:
-        i = _ws(text, i)
-        m = re.compile(r"(\|=|!=|\|~|!~)\s*").match(text, i)
-        if not m:
-            break
-        try:
-            value, i = unquote_at(text, m.end())
-        except QuotingError as exc:
-            raise PlanError(f"parse error : {exc}") from None
-        values = [value]
-        while True:
-            j = _ws(text, i)
-            om = re.compile(r"or\s+").match(text, j)
-            if not om:
-                break
-            value, i = unquote_at(text, om.end())
-            values.append(value)
-        filters.append(LineFilterSpec(m.group(1), values))
-    return LogQuery(matchers, filters), i
-
-
-def _duration(text: str) -> int:
-    units = {"ms": 10**6, "s": 10**9, "m": 60 * 10**9, "h": 3600 * 10**9, "d": 86400 * 10**9}
-    return sum(int(n) * units[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d)", text))
+def _unsupported(expr: ast.Expr | str) -> QueryError:
+    return QueryError(400, f"unsupported query: '{expr}' is not supported by loglake yet")
 
 
 def parse(text: str) -> LogQuery | MetricQuery:
-    """Parse a query into what the engine runs."""
-    s = text.strip()
-    if not s:
-        raise PlanError("parse error : syntax error: unexpected $end")
-    m = re.match(r"(sum|count|min|max|avg)\s*(?:(by|without)\s*\(([^)]*)\)\s*)?\(\s*", s)
-    if m:
-        inner, i = _parse_range(s, m.end())
-        i = _ws(s, i)
-        if i >= len(s) or s[i] != ")":
-            raise PlanError("parse error : syntax error")
-        grouping = [g.strip() for g in m.group(3).split(",") if g.strip()] if m.group(2) else None
-        return VectorAgg(m.group(1), inner, grouping, m.group(2) == "without")
-    if re.match(r"[a-z_]+\s*\(", s):
-        r, i = _parse_range(s, 0)
-        return r
-    q, i = _parse_log(s, 0)
-    if _ws(s, i) != len(s):
-        raise PlanError(f"parse error : stage not supported yet: {s[i:]!r}")
-    return q
+    """Parse a query into what the engine runs; a 400 QueryError with Loki's message if it does not parse."""
+    try:
+        expr = parse_expr(text)
+    except ParseError as exc:
+        raise QueryError(400, str(exc)) from None
+    if isinstance(expr, ast.LogSelectorExpr):
+        return _log_query(expr)
+    if isinstance(expr, ast.RangeAggregation):
+        return _range_agg(expr)
+    if isinstance(expr, ast.VectorAggregation) and expr.operation in _VECTOR_OPS:
+        if isinstance(expr.expr, ast.RangeAggregation):
+            g = expr.grouping
+            return VectorAgg(expr.operation, _range_agg(expr.expr), list(g.labels), g.without)
+    raise _unsupported(expr)
 
 
-def _parse_range(s: str, i: int) -> tuple[RangeAgg, int]:
-    m = re.compile(r"(count_over_time|rate|bytes_over_time|bytes_rate)\s*\(\s*").match(s, i)
-    if not m:
-        raise PlanError(f"parse error at line 1, col {i + 1}: syntax error: unexpected IDENTIFIER")
-    q, i = _parse_log(s, m.end())
-    rm = re.compile(r"\s*\[\s*([0-9a-z]+)\s*\]\s*(?:offset\s+([0-9a-z]+)\s*)?\)").match(s, i)
-    if not rm:
-        raise PlanError("parse error : syntax error")
-    return RangeAgg(m.group(1), q, _duration(rm.group(1)), _duration(rm.group(2) or "")), rm.end()
+def _log_query(expr: ast.LogSelectorExpr) -> LogQuery:
+    filters = []
+    for stage in expr.stages:
+        if not isinstance(stage, ast.LineFilter):
+            raise _unsupported(stage)
+        filters.append(stage)
+    return LogQuery(list(expr.matchers), filters)
+
+
+def _range_agg(expr: ast.RangeAggregation) -> RangeAgg:
+    r = expr.range
+    if expr.operation not in _RANGE_FUNCS or r.unwrap is not None or expr.grouping is not None:
+        raise _unsupported(expr)
+    return RangeAgg(expr.operation, _log_query(r.selector), r.range_ns, r.offset_ns)
 
 
 def parse_selector(text: str) -> list[LabelMatcher]:
-    """Parse a stream selector (`{a="b"}`) into matchers."""
-    matchers, i = _parse_selector_at(text.strip(), 0)
-    if _ws(text.strip(), i) != len(text.strip()):
-        raise PlanError("parse error : only a stream selector is allowed here")
-    return matchers
+    """Parse a stream selector (`{a="b"}`) into matchers; anything else is a 400."""
+    try:
+        expr = parse_expr(text)
+    except ParseError as exc:
+        raise QueryError(400, str(exc)) from None
+    if not isinstance(expr, ast.MatchersExpr):
+        raise QueryError(400, f"only a stream selector is allowed here, got '{expr}'")
+    return list(expr.matchers)
 
 
 def format_query(text: str) -> str:
-    """Return the query in canonical form."""
-    return text.strip()
-
-
-def line_filter_mask(filters: list[LineFilterSpec], lines: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """Return a keep-mask for `lines` under all filters."""
-    series = pl.Series(lines.combine_chunks() if isinstance(lines, pa.ChunkedArray) else lines)
-    mask = np.ones(len(series), dtype=bool)
-    for f in filters:
-        literal = f.op in ("|=", "!=")
-        hit = np.zeros(len(series), dtype=bool)
-        for v in f.values:
-            hit |= series.str.contains(v, literal=literal).fill_null(False).to_numpy()
-        mask &= ~hit if f.op in ("!=", "!~") else hit
-    return mask
+    """Return the query in LogQL's canonical form, as Loki's format_query does."""
+    try:
+        return ast.pretty(parse_expr(text, check_stages=False))
+    except ParseError as exc:
+        raise QueryError(400, str(exc)) from None

@@ -13,8 +13,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from loglake.model import ENTRY_SCHEMA
-
 ROW_GROUP_ROWS = 64 * 1024
 ZSTD_LEVEL = 6
 
@@ -51,19 +49,20 @@ def new_block_id() -> str:
 
 def sort_entries(table: pa.Table) -> pa.Table:
     """Return `table` sorted by (stream_id, ts), keeping arrival order among equal keys."""
-    sid = table.column("stream_id").to_numpy()
-    ts = table.column("ts").to_numpy()
-    order = np.lexsort((ts, sid))
-    return table.take(pa.array(order))
+    return table.take(pa.array(sort_order(table)))
 
 
-def stream_stats(table: pa.Table) -> dict[int, BlockStreamStats]:
-    """Per-stream rows, time range and line bytes of a table sorted by (stream_id, ts)."""
+def sort_order(table: pa.Table) -> np.ndarray:
+    """Return the row order that sorts `table` by (stream_id, ts), stable."""
     sid = table.column("stream_id").to_numpy()
     ts = table.column("ts").to_numpy()
+    return np.lexsort((ts, sid))
+
+
+def stream_stats(sid: np.ndarray, ts: np.ndarray, lengths: np.ndarray) -> dict[int, BlockStreamStats]:
+    """Per-stream rows, time range and line bytes, from columns already sorted by (stream_id, ts)."""
     if len(sid) == 0:
         return {}
-    lengths = pc.binary_length(table.column("line")).to_numpy(zero_copy_only=False).astype(np.int64)
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
     ends = np.r_[starts[1:], len(sid)]
     byte_sums = np.add.reduceat(lengths, starts)
@@ -73,33 +72,52 @@ def stream_stats(table: pa.Table) -> dict[int, BlockStreamStats]:
     }
 
 
-def write_block(table: pa.Table, path: Path) -> int:
-    """Write a sorted table as a Parquet block atomically (temp file, fsync, rename); return its size."""
+@dataclass
+class WrittenBlock:
+    """What writing a block produced: its size, time range and per-stream stats."""
+
+    size: int
+    rows: int
+    min_ts: int
+    max_ts: int
+    streams: dict[int, BlockStreamStats]
+
+
+def write_block(table: pa.Table, path: Path) -> WrittenBlock:
+    """Write unsorted entries as a Parquet block sorted by (stream_id, ts), atomically (temp, fsync, rename).
+
+    Rows are gathered one row group at a time, so memory grows by a row group, not by a sorted copy.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    pq.write_table(
-        table,
+    order = sort_order(table)
+    sid = table.column("stream_id").to_numpy()[order]
+    ts = table.column("ts").to_numpy()[order]
+    lengths = pc.binary_length(table.column("line")).to_numpy().astype(np.int64)[order]
+    with pq.ParquetWriter(
         tmp,
-        row_group_size=ROW_GROUP_ROWS,
+        table.schema,
         compression="zstd",
         compression_level=ZSTD_LEVEL,
         use_dictionary=["stream_id"],
         write_statistics=["stream_id", "ts"],
         column_encoding={"ts": "DELTA_BINARY_PACKED"},
         data_page_size=1 << 20,
-    )
-    fd = os.open(tmp, os.O_RDONLY)
+    ) as writer:
+        for i in range(0, len(order), ROW_GROUP_ROWS):
+            writer.write_table(table.take(pa.array(order[i : i + ROW_GROUP_ROWS])), row_group_size=ROW_GROUP_ROWS)
+    _fsync_file(tmp)
+    os.replace(tmp, path)
+    _fsync_file(path.parent)
+    return WrittenBlock(path.stat().st_size, len(order), int(ts.min()), int(ts.max()), stream_stats(sid, ts, lengths))
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-    return path.stat().st_size
 
 
 class BlockReader:
@@ -128,13 +146,15 @@ class BlockReader:
                 chosen.append(i)
         return chosen
 
-    def read(self, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> pa.Table:
-        """Return the rows of `stream_ids` (sorted int64) with start <= ts < end, as a table of `columns`."""
-        groups = self.row_groups(stream_ids, start, end)
-        if not groups:
-            return ENTRY_SCHEMA.empty_table().select(columns)
+    def group_range(self, group: int) -> tuple[int, int]:
+        """Return the (min, max) timestamp of a row group."""
+        _, _, tmin, tmax = self._groups[group]
+        return tmin, tmax
+
+    def read_group(self, group: int, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> pa.Table:
+        """Return one row group's rows of `stream_ids` (sorted int64) with start <= ts < end, as `columns`."""
         need = list(dict.fromkeys(["stream_id", "ts", *columns]))
-        table = self._file.read_row_groups(groups, columns=need, use_threads=False)
+        table = self._file.read_row_group(group, columns=need, use_threads=False)
         sid = table.column("stream_id").to_numpy()
         ts = table.column("ts").to_numpy()
         mask = (ts >= start) & (ts < end) & _isin_sorted(sid, stream_ids)

@@ -17,6 +17,7 @@ class Head:
     def __init__(self, tenant: str) -> None:
         self.tenant = tenant
         self.batches: list[pa.RecordBatch] = []
+        self.ranges: list[tuple[int, int]] = []  # (min ts, max ts) of each batch
         self.rows = 0
         self.line_bytes = 0
         self.created = time.monotonic()
@@ -28,9 +29,11 @@ class Head:
         if batch.num_rows == 0:
             return
         ts = batch.column(1).to_numpy()
-        self.min_ts = min(self.min_ts, int(ts.min()))
-        self.max_ts = max(self.max_ts, int(ts.max()))
-        # A new list object each time so readers iterating a snapshot never see it change.
+        lo, hi = int(ts.min()), int(ts.max())
+        self.min_ts = min(self.min_ts, lo)
+        self.max_ts = max(self.max_ts, hi)
+        # Lists are replaced, never mutated, so a reader's snapshot never changes under it.
+        self.ranges = [*self.ranges, (lo, hi)]
         self.batches = [*self.batches, batch]
         self.rows += batch.num_rows
         self.line_bytes += line_bytes
@@ -39,16 +42,15 @@ class Head:
         """Return all rows as one table (unsorted)."""
         return pa.Table.from_batches(self.batches, ENTRY_SCHEMA)
 
-    def read(self, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> list[pa.Table]:
-        """Return the rows of `stream_ids` (sorted) with start <= ts < end, as tables of `columns`."""
-        if self.max_ts < start or self.min_ts >= end:
-            return []
-        out = []
-        for batch in self.batches:
-            sid = batch.column(0).to_numpy()
-            ts = batch.column(1).to_numpy()
-            mask = (ts >= start) & (ts < end) & _isin_sorted(sid, stream_ids)
-            if mask.any():
-                picked = batch.filter(pa.array(mask)) if not mask.all() else batch
-                out.append(pa.Table.from_batches([picked]).select(columns))
-        return out
+    def snapshot(self) -> list[tuple[pa.RecordBatch, int, int]]:
+        """Return the batches with their time ranges, as of now."""
+        return list(zip(self.batches, *zip(*self.ranges, strict=True), strict=True)) if self.batches else []
+
+
+def read_batch(batch: pa.RecordBatch, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> pa.Table:
+    """Return a head batch's rows of `stream_ids` (sorted) with start <= ts < end, as a table of `columns`."""
+    sid = batch.column(0).to_numpy()
+    ts = batch.column(1).to_numpy()
+    mask = (ts >= start) & (ts < end) & _isin_sorted(sid, stream_ids)
+    picked = batch if mask.all() else batch.filter(pa.array(mask))
+    return pa.Table.from_batches([picked]).select(columns)

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +19,8 @@ import pyarrow.compute as pc
 
 from loglake.model import ENTRY_SCHEMA, EntryBatch, LabelMatcher, LabelSet
 from loglake.store import wal as walmod
-from loglake.store.block import BlockInfo, BlockReader, new_block_id, sort_entries, stream_stats, write_block
-from loglake.store.head import Head
+from loglake.store.block import BlockInfo, BlockReader, new_block_id, write_block
+from loglake.store.head import Head, read_batch
 from loglake.store.index import Index
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,16 @@ class StoreEvents:
     on_wal_sync: Callable[[float, int], None] | None = None  # seconds, records in the group
     on_flush: Callable[[float, int, int], None] | None = None  # seconds, rows, bytes written
     on_appended: Callable[[str, pa.RecordBatch, dict[int, LabelSet]], None] | None = None  # for live tail
+
+
+@dataclass
+class Piece:
+    """A unit of stored data a query can load on its own: a block row group or a head batch."""
+
+    min_ts: int
+    max_ts: int
+    load: Callable[[list[str]], pa.Table]  # columns → the piece's selected rows
+    in_head: bool
 
 
 @dataclass
@@ -266,17 +277,12 @@ class Store:
             for tenant, head in heads.items():
                 if head.rows == 0:
                     continue
-                table = sort_entries(head.to_table())
-                stats = stream_stats(table)
                 block_id = new_block_id()
                 rel = f"blocks/{_safe(tenant)}/{block_id}.parquet"
-                size = write_block(table, self.data_dir / rel)
-                ts = table.column("ts")
-                lo, hi = pc.min_max(ts).values()
-                blocks.append(BlockInfo(block_id, tenant, rel, lo.as_py(), hi.as_py(), table.num_rows, size, stats))
-                rows += table.num_rows
-                written += size
-                del table
+                w = write_block(head.to_table(), self.data_dir / rel)
+                blocks.append(BlockInfo(block_id, tenant, rel, w.min_ts, w.max_ts, w.rows, w.size, w.streams))
+                rows += w.rows
+                written += w.size
             self.index.persist_blocks(blocks, sealed)
             with self._view_lock:
                 self.index.publish_blocks(blocks)
@@ -348,22 +354,31 @@ class Store:
         t = self.index.tenant(tenant)
         return {s: t.labels[s] for s in t.in_range(list(t.labels), start, end)}
 
-    def read(self, tenant: str, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> list[pa.Table]:
-        """Return the rows of `stream_ids` with start <= ts < end from blocks and heads, as tables of `columns`."""
+    def pieces(self, tenant: str, stream_ids: np.ndarray, start: int, end: int) -> list[Piece]:
+        """Return the units of data (block row groups, head batches) that may hold the streams in [start, end)."""
         ids = np.unique(np.asarray(stream_ids, dtype=np.int64))
         if len(ids) == 0 or end <= start:
             return []
         view = self._view()
-        out: list[pa.Table] = []
+        out: list[Piece] = []
         for b in self.index.blocks_for_view(view.blocks, tenant, ids, start, end):
-            table = self._reader(b).read(ids, start, end, columns)
-            if table.num_rows:
-                out.append(table)
+            reader = self._reader(b)
+            for g in reader.row_groups(ids, start, end):
+                lo, hi = reader.group_range(g)
+                out.append(Piece(lo, hi, partial(reader.read_group, g, ids, start, end), in_head=False))
         for heads in [*view.frozen, view.heads]:
             head = heads.get(tenant)
-            if head is not None:
-                out.extend(head.read(ids, start, end, columns))
+            if head is None or head.max_ts < start or head.min_ts >= end:
+                continue
+            for batch, lo, hi in head.snapshot():
+                if hi >= start and lo < end:
+                    out.append(Piece(lo, hi, partial(read_batch, batch, ids, start, end), in_head=True))
         return out
+
+    def read(self, tenant: str, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> list[pa.Table]:
+        """Return the rows of `stream_ids` with start <= ts < end from blocks and heads, as tables of `columns`."""
+        tables = (p.load(columns) for p in self.pieces(tenant, stream_ids, start, end))
+        return [t for t in tables if t.num_rows]
 
     def _reader(self, block: BlockInfo) -> BlockReader:
         reader = self._readers.get(block.block_id)

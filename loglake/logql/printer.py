@@ -1,0 +1,177 @@
+"""Text forms Loki prints in canonical queries: Go numbers, durations, byte sizes and quoted strings."""
+
+from __future__ import annotations
+
+import math
+
+from loglake.model import LABEL_NAME_RE, LabelMatcher
+from loglake.quoting import quote
+
+__all__ = [
+    "MAX_CHARS_PER_LINE",
+    "format_float_f",
+    "format_float_v",
+    "format_matcher",
+    "go_duration",
+    "humanize_bytes",
+    "indent",
+    "prometheus_duration",
+    "quote",
+]
+
+MAX_CHARS_PER_LINE = 100
+"""format_query splits an expression over several lines when its one-line form is longer than this."""
+
+
+def indent(level: int) -> str:
+    """Return the indentation of a pretty-printed line at `level`."""
+    return "  " * level
+
+
+def _shortest_digits(value: float) -> tuple[str, int]:
+    """Return the shortest round-trip digits of abs(value) and the decimal point position (Go's dp)."""
+    text = repr(abs(value))
+    mantissa, _, exp = text.partition("e")
+    whole, _, frac = mantissa.partition(".")
+    if frac == "0":
+        frac = ""
+    digits = (whole + frac).lstrip("0")
+    dp = len(whole) + (int(exp) if exp else 0)
+    if whole == "0":
+        stripped = frac.lstrip("0")
+        dp = -(len(frac) - len(stripped)) + (int(exp) if exp else 0)
+        digits = stripped
+    digits = digits.rstrip("0") or "0"
+    return digits, dp
+
+
+def _special(value: float) -> str | None:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return None
+
+
+def format_float_v(value: float) -> str:
+    """Format a float as Go's fmt.Sprint does (%g with the shortest digits: `0.5`, `1e+06`, `+Inf`)."""
+    special = _special(value)
+    if special is not None:
+        return special
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    digits, dp = _shortest_digits(value)
+    exp = dp - 1
+    # Go picks the exponent form with precision 6 when printing the shortest representation.
+    if exp < -4 or exp >= 6:
+        mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        esign = "-" if exp < 0 else "+"
+        return f"{sign}{mant}e{esign}{abs(exp):02d}"
+    return sign + _fixed(digits, dp)
+
+
+def _fixed(digits: str, dp: int) -> str:
+    if dp <= 0:
+        return "0." + "0" * (-dp) + digits
+    if dp >= len(digits):
+        return digits + "0" * (dp - len(digits))
+    return digits[:dp] + "." + digits[dp:]
+
+
+def format_float_f(value: float) -> str:
+    """Format a float as Go's strconv.FormatFloat(v, 'f', -1, 64) (shortest digits, never an exponent)."""
+    special = _special(value)
+    if special is not None:
+        return special
+    sign = "-" if math.copysign(1.0, value) < 0 else ""
+    if value == 0:
+        return sign + "0"
+    digits, dp = _shortest_digits(value)
+    return sign + _fixed(digits, dp)
+
+
+def format_float_fixed6(value: float) -> str:
+    """Format a float as Go's `%f` (six decimals)."""
+    special = _special(value)
+    if special is not None:
+        return special
+    return f"{value:f}"
+
+
+def go_duration(ns: int) -> str:
+    """Format nanoseconds as Go's time.Duration.String (`5m0s`, `1.5s`, `300ms`, `0s`)."""
+    if ns == 0:
+        return "0s"
+    neg = ns < 0
+    u = -ns if neg else ns
+    if u < 1_000_000_000:
+        if u < 1_000:
+            text = f"{u}ns"
+        elif u < 1_000_000:
+            text = _frac(u, 3) + "µs"
+        else:
+            text = _frac(u, 6) + "ms"
+    else:
+        seconds, frac = divmod(u, 1_000_000_000)
+        frac_text = f"{frac:09d}".rstrip("0")
+        text = f"{seconds % 60}" + ("." + frac_text if frac_text else "") + "s"
+        minutes = seconds // 60
+        if minutes > 0:
+            text = f"{minutes % 60}m" + text
+            hours = minutes // 60
+            if hours > 0:
+                text = f"{hours}h" + text
+    return ("-" if neg else "") + text
+
+
+def _frac(value: int, prec: int) -> str:
+    whole, frac = divmod(value, 10**prec)
+    frac_text = f"{frac:0{prec}d}".rstrip("0")
+    return f"{whole}" + ("." + frac_text if frac_text else "")
+
+
+_PROM_UNITS = (
+    ("y", 1000 * 60 * 60 * 24 * 365, True),
+    ("w", 1000 * 60 * 60 * 24 * 7, True),
+    ("d", 1000 * 60 * 60 * 24, False),
+    ("h", 1000 * 60 * 60, False),
+    ("m", 1000 * 60, False),
+    ("s", 1000, False),
+    ("ms", 1, False),
+)
+
+
+def prometheus_duration(ns: int) -> str:
+    """Format nanoseconds as Prometheus' model.Duration.String (`5m`, `1h30m`, `1d`, `0s`)."""
+    ms = int(ns / 1_000_000)
+    if ms == 0:
+        return "0s"
+    out = []
+    for unit, mult, exact in _PROM_UNITS:
+        if exact and ms % mult != 0:
+            continue
+        count = ms // mult if ms > 0 else 0
+        if count > 0:
+            out.append(f"{count}{unit}")
+            ms -= count * mult
+    return "".join(out)
+
+
+_SI_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+
+
+def humanize_bytes(size: int) -> str:
+    """Format a byte count as go-humanize's Bytes without the space (`20MB`, `9.2kB`, `5B`)."""
+    if size < 10:
+        return f"{size}B"
+    exponent = math.floor(math.log(size) / math.log(1000))
+    value = math.floor(size / 1000**exponent * 10 + 0.5) / 10
+    text = f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return text + _SI_SIZES[exponent]
+
+
+def format_matcher(matcher: LabelMatcher) -> str:
+    """Format a label matcher as Prometheus does: `name="value"`, the name quoted if it is not legacy."""
+    name = matcher.name if LABEL_NAME_RE.match(matcher.name) else quote(matcher.name)
+    return f"{name}{matcher.op.value}{quote(matcher.value)}"
