@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 ROW_GROUP_ROWS = 64 * 1024
-ZSTD_LEVEL = 6
+ZSTD_LEVEL = 1
 
 
 @dataclass
@@ -101,7 +101,8 @@ def write_block(table: pa.Table, path: Path) -> WrittenBlock:
         compression_level=ZSTD_LEVEL,
         use_dictionary=["stream_id"],
         write_statistics=["stream_id", "ts"],
-        column_encoding={"ts": "DELTA_BINARY_PACKED"},
+        # Lengths apart from bytes compress better and faster than PLAIN's interleaved ones.
+        column_encoding={"ts": "DELTA_BINARY_PACKED", "line": "DELTA_LENGTH_BYTE_ARRAY"},
         data_page_size=1 << 20,
     ) as writer:
         for i in range(0, len(order), ROW_GROUP_ROWS):
