@@ -325,6 +325,17 @@ class DistributorConfig:
 
 
 @dataclass
+class CompactorConfig:
+    """Compaction: a time window's small blocks are merged into one, compressed harder, once the window is quiet."""
+
+    compaction_interval: int = _duration(
+        "5s", "Merge a window's blocks once no new block has joined it for this long.", go=True
+    )
+    block_window: int = _duration("1h", "loglake's own: the time window whose blocks are merged together.")
+    zstd_level: int = _setting(9, "loglake's own: zstd level of merged blocks (new blocks use 1, for cheap flushes).")
+
+
+@dataclass
 class Config:
     """The whole configuration of a loglake server."""
 
@@ -341,6 +352,9 @@ class Config:
     )
     distributor: DistributorConfig = field(
         default_factory=DistributorConfig, metadata=_block_meta(DistributorConfig, "The push path.")
+    )
+    compactor: CompactorConfig = field(
+        default_factory=CompactorConfig, metadata=_block_meta(CompactorConfig, "Merging small blocks.")
     )
 
 
@@ -434,6 +448,14 @@ LOKI_KEYS: dict[str, frozenset[str]] = {
         "ring push_worker_count max_recv_msg_size max_decompressed_size rate_store write_failures_logging otlp_config "
         "default_policy_stream_mappings kafka_writes_enabled ingester_writes_enabled ingest_limits_enabled "
         "ingest_limits_dry_run_enabled dataobj_tee "
+    ),
+    "compactor": _keys(
+        "working_directory compaction_interval apply_retention_interval retention_enabled retention_delete_delay "
+        "retention_delete_worker_count retention_table_timeout retention_backoff_config delete_request_store "
+        "delete_request_store_key_prefix delete_request_store_db_type backup_delete_request_store_db_type "
+        "delete_batch_size delete_request_cancel_period delete_max_interval max_compaction_parallelism "
+        "upload_parallelism compactor_ring run_once_for_tables tables_to_compact skip_latest_n_tables "
+        "horizontal_scaling_mode worker_config jobs_config "
     ),
 }
 """Keys Loki 3.7 accepts, by block path ("" is the top level)."""

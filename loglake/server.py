@@ -13,6 +13,7 @@ from starlette.types import ASGIApp
 
 from loglake.api.app import LoglakeApp
 from loglake.config import Config
+from loglake.store.compact import CompactionPolicy
 from loglake.store.store import Store, StoreEvents, StoreSettings
 
 log = logging.getLogger("loglake")
@@ -28,6 +29,11 @@ def build_app(config: Config) -> LoglakeApp:
         max_head_age_s=config.ingester.max_chunk_age / NS,
         flush_check_period_s=config.ingester.flush_check_period / NS,
         flush_on_shutdown=config.ingester.wal.flush_on_shutdown,
+        compaction=CompactionPolicy(
+            window_ns=config.compactor.block_window,
+            quiet_s=config.compactor.compaction_interval / NS,
+            zstd_level=config.compactor.zstd_level,
+        ),
     )
     events = StoreEvents()
     store = Store(data_dir, settings, events)
@@ -38,6 +44,10 @@ def build_app(config: Config) -> LoglakeApp:
         m.flush_duration.observe(seconds),
         m.flushed_rows.inc(rows),
         m.flushed_bytes.inc(nbytes),
+    )
+    events.on_compaction = lambda seconds, merged, nbytes: (
+        m.compaction_duration.observe(seconds),
+        m.compacted_blocks.inc(merged),
     )
     return app
 

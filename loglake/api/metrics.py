@@ -59,6 +59,13 @@ class ServerMetrics:
             buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
             registry=r,
         )
+        self.compaction_duration = Histogram(
+            "loglake_compaction_duration_seconds",
+            "Time to merge one window's blocks.",
+            buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.compacted_blocks = Counter("loglake_compacted_blocks", "Blocks merged into larger ones.", registry=r)
         self.flushed_rows = Counter("loglake_flushed_entries", "Entries written to blocks.", registry=r)
         self.flushed_bytes = Counter("loglake_flushed_block_bytes", "Bytes of Parquet blocks written.", registry=r)
         self.request_duration = Histogram(

@@ -83,34 +83,67 @@ class WrittenBlock:
     streams: dict[int, BlockStreamStats]
 
 
-def write_block(table: pa.Table, path: Path) -> WrittenBlock:
+class BlockWriter:
+    """Writes a block from chunks that arrive already sorted by (stream_id, ts); publishes it atomically."""
+
+    def __init__(self, path: Path, schema: pa.Schema, zstd_level: int = ZSTD_LEVEL) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._tmp = path.with_suffix(".tmp")
+        self._writer = pq.ParquetWriter(
+            self._tmp,
+            schema,
+            compression="zstd",
+            compression_level=zstd_level,
+            use_dictionary=["stream_id"],
+            write_statistics=["stream_id", "ts"],
+            # Lengths apart from bytes compress better and faster than PLAIN's interleaved ones.
+            column_encoding={"ts": "DELTA_BINARY_PACKED", "line": "DELTA_LENGTH_BYTE_ARRAY"},
+            data_page_size=1 << 20,
+        )
+        self._sid: list[np.ndarray] = []
+        self._ts: list[np.ndarray] = []
+        self._len: list[np.ndarray] = []
+
+    def write(self, chunk: pa.Table) -> None:
+        """Append rows that sort after everything written so far, in row groups of ROW_GROUP_ROWS."""
+        for i in range(0, chunk.num_rows, ROW_GROUP_ROWS):
+            part = chunk.slice(i, ROW_GROUP_ROWS)
+            self._sid.append(part.column("stream_id").to_numpy())
+            self._ts.append(part.column("ts").to_numpy())
+            self._len.append(pc.binary_length(part.column("line")).to_numpy().astype(np.int64))
+            self._writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+
+    def close(self) -> WrittenBlock:
+        """Finish the file, fsync it and rename it into place; return what was written."""
+        self._writer.close()
+        _fsync_file(self._tmp)
+        os.replace(self._tmp, self.path)
+        _fsync_file(self.path.parent)
+        sid, ts = np.concatenate(self._sid), np.concatenate(self._ts)
+        stats = stream_stats(sid, ts, np.concatenate(self._len))
+        return WrittenBlock(self.path.stat().st_size, len(sid), int(ts.min()), int(ts.max()), stats)
+
+    def abort(self) -> None:
+        """Drop a block that could not be finished."""
+        self._writer.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+def write_block(table: pa.Table, path: Path, zstd_level: int = ZSTD_LEVEL) -> WrittenBlock:
     """Write unsorted entries as a Parquet block sorted by (stream_id, ts), atomically (temp, fsync, rename).
 
     Rows are gathered one row group at a time, so memory grows by a row group, not by a sorted copy.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     order = sort_order(table)
-    sid = table.column("stream_id").to_numpy()[order]
-    ts = table.column("ts").to_numpy()[order]
-    lengths = pc.binary_length(table.column("line")).to_numpy().astype(np.int64)[order]
-    with pq.ParquetWriter(
-        tmp,
-        table.schema,
-        compression="zstd",
-        compression_level=ZSTD_LEVEL,
-        use_dictionary=["stream_id"],
-        write_statistics=["stream_id", "ts"],
-        # Lengths apart from bytes compress better and faster than PLAIN's interleaved ones.
-        column_encoding={"ts": "DELTA_BINARY_PACKED", "line": "DELTA_LENGTH_BYTE_ARRAY"},
-        data_page_size=1 << 20,
-    ) as writer:
+    writer = BlockWriter(path, table.schema, zstd_level)
+    try:
         for i in range(0, len(order), ROW_GROUP_ROWS):
-            writer.write_table(table.take(pa.array(order[i : i + ROW_GROUP_ROWS])), row_group_size=ROW_GROUP_ROWS)
-    _fsync_file(tmp)
-    os.replace(tmp, path)
-    _fsync_file(path.parent)
-    return WrittenBlock(path.stat().st_size, len(order), int(ts.min()), int(ts.max()), stream_stats(sid, ts, lengths))
+            writer.write(table.take(pa.array(order[i : i + ROW_GROUP_ROWS])))
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.close()
 
 
 def _fsync_file(path: Path) -> None:

@@ -144,17 +144,7 @@ class Index:
             try:
                 db.executemany("INSERT OR IGNORE INTO streams VALUES (?, ?, ?)", new_streams)
                 for b in blocks:
-                    db.execute(
-                        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (b.block_id, b.tenant, b.path, b.min_ts, b.max_ts, b.rows, b.size),
-                    )
-                    db.executemany(
-                        "INSERT INTO block_streams VALUES (?, ?, ?, ?, ?, ?)",
-                        [
-                            (b.block_id, s.stream_id, s.rows, s.min_ts, s.max_ts, s.line_bytes)
-                            for s in b.streams.values()
-                        ],
-                    )
+                    _insert_block(db, b)
                 db.execute("INSERT OR REPLACE INTO state VALUES ('wal_checkpoint', ?)", (wal_checkpoint,))
                 db.execute("COMMIT")
             except BaseException:
@@ -167,6 +157,28 @@ class Index:
         updated = dict(self.blocks)
         for b in blocks:
             updated[b.tenant] = [*updated.get(b.tenant, []), b]
+        self.blocks = updated
+
+    def persist_replacement(self, old: list[BlockInfo], new: BlockInfo) -> None:
+        """Replace blocks by their merged block in one durable transaction."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                _insert_block(db, new)
+                for b in old:
+                    db.execute("DELETE FROM block_streams WHERE block_id = ?", (b.block_id,))
+                    db.execute("DELETE FROM blocks WHERE block_id = ?", (b.block_id,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def publish_replacement(self, old: list[BlockInfo], new: BlockInfo) -> None:
+        """Make a merged block visible in place of the blocks it replaces (a new dict for readers' snapshots)."""
+        gone = {b.block_id for b in old}
+        updated = dict(self.blocks)
+        updated[new.tenant] = [b for b in updated.get(new.tenant, []) if b.block_id not in gone] + [new]
         self.blocks = updated
 
     @staticmethod
@@ -188,3 +200,15 @@ class Index:
     def close(self) -> None:
         """Close the database."""
         self._db.close()
+
+
+def _insert_block(db: sqlite3.Connection, b: BlockInfo) -> None:
+    """Insert a block and its per-stream stats (inside the caller's transaction)."""
+    db.execute(
+        "INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (b.block_id, b.tenant, b.path, b.min_ts, b.max_ts, b.rows, b.size),
+    )
+    db.executemany(
+        "INSERT INTO block_streams VALUES (?, ?, ?, ?, ?, ?)",
+        [(b.block_id, s.stream_id, s.rows, s.min_ts, s.max_ts, s.line_bytes) for s in b.streams.values()],
+    )

@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from loglake.model import ENTRY_SCHEMA, EntryBatch, LabelMatcher, LabelSet
 from loglake.store import wal as walmod
 from loglake.store.block import BlockInfo, BlockReader, new_block_id, write_block
+from loglake.store.compact import CompactionPolicy, merge_blocks, plan_windows
 from loglake.store.head import Head, read_batch
 from loglake.store.index import Index
 
@@ -36,6 +37,7 @@ class StoreSettings:
     max_head_age_s: float = 2 * 3600.0
     flush_check_period_s: float = 30.0
     flush_on_shutdown: bool = True
+    compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class StoreEvents:
 
     on_wal_sync: Callable[[float, int], None] | None = None  # seconds, records in the group
     on_flush: Callable[[float, int, int], None] | None = None  # seconds, rows, bytes written
+    on_compaction: Callable[[float, int, int], None] | None = None  # seconds, blocks merged, bytes written
     on_appended: Callable[[str, pa.RecordBatch, dict[int, LabelSet]], None] | None = None  # for live tail
 
 
@@ -292,20 +295,51 @@ class Store:
                 self.events.on_flush(time.perf_counter() - t0, rows, written)
             return rows
 
+    def compact(self, force: bool = False) -> int:
+        """Merge each time window's small blocks into one once the window is quiet; return blocks merged."""
+        policy = self.settings.compaction
+        merged = 0
+        with self._flush_lock:
+            for blocks in list(self.index.blocks.values()):
+                for group in plan_windows(blocks, policy):
+                    newest = max(int(b.block_id.split("-")[0]) for b in group)
+                    if not force and time.time_ns() - newest < policy.quiet_s * 1e9:
+                        continue
+                    t0 = time.perf_counter()
+                    tenant = group[0].tenant
+                    block_id = new_block_id()
+                    rel = f"blocks/{_safe(tenant)}/{block_id}.parquet"
+                    w = merge_blocks(group, self._reader, self.data_dir / rel, policy.zstd_level)
+                    info = BlockInfo(block_id, tenant, rel, w.min_ts, w.max_ts, w.rows, w.size, w.streams)
+                    self.index.persist_replacement(group, info)
+                    with self._view_lock:
+                        self.index.publish_replacement(group, info)
+                    for b in group:
+                        self._readers.pop(b.block_id, None)
+                        # Queries under way keep their open file; the name goes now.
+                        (self.data_dir / b.path).unlink(missing_ok=True)
+                    merged += len(group)
+                    if self.events.on_compaction:
+                        self.events.on_compaction(time.perf_counter() - t0, len(group), w.size)
+        return merged
+
     def _flush_loop(self) -> None:
+        period = min(self.settings.flush_check_period_s, max(self.settings.compaction.quiet_s, 0.5))
         while not self._stop.is_set():
-            self._flush_wanted.wait(self.settings.flush_check_period_s)
+            self._flush_wanted.wait(period)
             if self._stop.is_set():
                 return
             wanted = self._flush_wanted.is_set()
             self._flush_wanted.clear()
             heads = list(self._heads.values())
             too_old = any(time.monotonic() - h.created >= self.settings.max_head_age_s for h in heads if h.rows)
-            if wanted or too_old:
-                try:
+            try:
+                if wanted or too_old:
                     self.flush()
-                except Exception:
-                    log.exception("flush failed; the data stays in the WAL and will be flushed later")
+                if not self._flush_wanted.is_set():
+                    self.compact()
+            except Exception:
+                log.exception("flush or compaction failed; the data stays in the WAL and blocks and is retried")
 
     # ---- startup ----------------------------------------------------------------------------------------------
 
