@@ -8,6 +8,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import uvicorn
 from starlette.types import ASGIApp
 
@@ -24,6 +25,7 @@ NS = 1_000_000_000
 def build_app(config: Config) -> LoglakeApp:
     """Open the store in the configured data directory (replaying the WAL) and build the application."""
     data_dir = Path(config.common.path_prefix).resolve()
+    _return_freed_memory()
     settings = StoreSettings(
         head_max_bytes=config.ingester.head_max_bytes,
         max_head_age_s=config.ingester.max_chunk_age / NS,
@@ -50,6 +52,14 @@ def build_app(config: Config) -> LoglakeApp:
         m.compacted_blocks.inc(merged),
     )
     return app
+
+
+def _return_freed_memory() -> None:
+    """Have Arrow's allocator give freed pages back at once: flushes free large buffers every few seconds."""
+    try:
+        pa.jemalloc_set_decay_ms(0)
+    except NotImplementedError:  # Arrow built without jemalloc, or another pool chosen
+        pass
 
 
 def asgi_app(app: LoglakeApp) -> ASGIApp:

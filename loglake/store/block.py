@@ -135,6 +135,8 @@ def write_block(table: pa.Table, path: Path, zstd_level: int = ZSTD_LEVEL) -> Wr
 
     Rows are gathered one row group at a time, so memory grows by a row group, not by a sorted copy.
     """
+    # One contiguous copy: gathering from many small chunks costs far more than copying them once.
+    table = table.combine_chunks()
     order = sort_order(table)
     writer = BlockWriter(path, table.schema, zstd_level)
     try:
