@@ -31,6 +31,8 @@ def build_app(config: Config) -> LoglakeApp:
         max_head_age_s=config.ingester.max_chunk_age / NS,
         flush_check_period_s=config.ingester.flush_check_period / NS,
         flush_on_shutdown=config.ingester.wal.flush_on_shutdown,
+        wal_enabled=config.ingester.wal.enabled,
+        wal_dir=Path(config.ingester.wal.dir).resolve() if config.ingester.wal.dir else None,
         compaction=CompactionPolicy(
             window_ns=config.compactor.block_window,
             quiet_s=config.compactor.compaction_interval / NS,
@@ -108,6 +110,7 @@ def serve(config: Config) -> None:
         log_level="warning",
         access_log=False,
         lifespan="on",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=max(1, config.server.graceful_shutdown_timeout // NS),
+        timeout_keep_alive=max(1, config.server.http_server_idle_timeout // NS),
     )
     _Server(uv).run()

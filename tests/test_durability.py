@@ -115,3 +115,30 @@ def test_sigterm_flushes_head_to_blocks_and_trims_wal(make_server) -> None:
     server.start()
     with server.client() as c:
         assert len(read_all(c, '{job="term"}', base, base + 10**9)) == 50
+
+
+def test_wal_in_a_configured_directory_survives_kill9(make_server, tmp_path) -> None:
+    wal_dir = tmp_path / "elsewhere" / "wal"
+    server = make_server({"ingester": {"wal": {"dir": str(wal_dir)}}, "compactor": {"compaction_interval": "1h"}})
+    base = now_ns() - 10 * 1_000_000_000
+    with server.client() as c:
+        assert push_json(c, [stream({"job": "waldir"}, [(base + i, f"l{i}") for i in range(20)])]).status_code == 204
+    assert any(p.stat().st_size for p in wal_dir.glob("*.wal")), "records go to ingester.wal.dir"
+    assert not (server.data_dir / "wal").exists()
+    server.kill9()
+    server.start()
+    with server.client() as c:
+        assert len(read_all(c, '{job="waldir"}', base, base + 10**9)) == 20
+
+
+def test_disabled_wal_writes_nothing_but_still_flushes_on_sigterm(make_server) -> None:
+    server = make_server({"ingester": {"wal": {"enabled": False}}})
+    base = now_ns() - 10 * 1_000_000_000
+    with server.client() as c:
+        assert push_json(c, [stream({"job": "nowal"}, [(base + i, f"l{i}") for i in range(20)])]).status_code == 204
+        assert len(read_all(c, '{job="nowal"}', base, base + 10**9)) == 20
+    assert not list((server.data_dir / "wal").glob("*.wal"))
+    assert server.stop() == 0
+    server.start()
+    with server.client() as c:
+        assert len(read_all(c, '{job="nowal"}', base, base + 10**9)) == 20

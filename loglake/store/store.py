@@ -38,6 +38,8 @@ class StoreSettings:
     flush_check_period_s: float = 30.0
     flush_on_shutdown: bool = True
     compaction: CompactionPolicy = field(default_factory=CompactionPolicy)
+    wal_enabled: bool = True
+    wal_dir: Path | None = None  # default: <data dir>/wal
 
 
 @dataclass
@@ -76,7 +78,7 @@ class Store:
         self.data_dir = data_dir
         self.settings = settings or StoreSettings()
         self.events = events or StoreEvents()
-        self.wal_dir = data_dir / "wal"
+        self.wal_dir = self.settings.wal_dir or data_dir / "wal"
         self.blocks_dir = data_dir / "blocks"
         self.index = Index(data_dir / "index.sqlite")
         self._heads: dict[str, Head] = {}
@@ -89,7 +91,7 @@ class Store:
         self._flush_wanted = threading.Event()
         self._stop = threading.Event()
         self._remove_orphan_blocks()
-        self._writer = self._replay()
+        self._writer: walmod.WalWriter | walmod.NoWal = self._replay()
         self._ingest_thread = threading.Thread(target=self._ingest_loop, name="loglake-ingest", daemon=True)
         self._flush_thread = threading.Thread(target=self._flush_loop, name="loglake-flush", daemon=True)
         self._ingest_thread.start()
@@ -134,7 +136,7 @@ class Store:
                 if kind == "append":
                     try:
                         record, nbytes = self._prepare(payload)  # type: ignore[arg-type]
-                        if record.entries.num_rows:
+                        if record.entries.num_rows and self.settings.wal_enabled:
                             self._writer.write(walmod.encode_record(record))
                         appends.append((record, nbytes, fut))
                     except Exception as exc:  # a bug must fail the push, not kill the thread
@@ -369,6 +371,9 @@ class Store:
         if records:
             log.info("replayed %d WAL records from %d segments", records, len([s for s in seqs if s > checkpoint]))
         next_seq = max([checkpoint, *seqs]) + 1
+        if not self.settings.wal_enabled:
+            log.warning("the WAL is disabled (ingester.wal.enabled: false): a crash loses what is not flushed")
+            return walmod.NoWal(next_seq)
         return walmod.WalWriter(self.wal_dir, next_seq)
 
     # ---- read path --------------------------------------------------------------------------------------------

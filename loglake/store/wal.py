@@ -129,6 +129,27 @@ class WalWriter:
             self._file.close()
 
 
+class NoWal:
+    """Stands in for the WAL when it is disabled: nothing is written, nothing survives a crash."""
+
+    def __init__(self, seq: int) -> None:
+        self.seq = seq
+
+    def write(self, payload: bytes) -> None:
+        """Discard a record."""
+
+    def sync(self) -> None:
+        """Nothing to make durable."""
+
+    def rotate(self) -> int:
+        """Start a new (notional) segment; return the sealed number."""
+        self.seq += 1
+        return self.seq - 1
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
 def remove_segments_upto(directory: Path, seq: int) -> None:
     """Delete the segments numbered `seq` and below (their data is in blocks now)."""
     for s in list_segments(directory):
