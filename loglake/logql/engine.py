@@ -258,12 +258,17 @@ class _SeriesRegistry:
         self.index: dict[tuple[int, int], int] = {}
         self.labels: list[dict[str, str]] = []
         self._groups: dict[tuple[tuple[str, str], ...], int] = {}
+        self._stream_targets: dict[int, int] = {}
 
     def targets(self, rows: pa.Table) -> np.ndarray:
         """Return each row's target row number, registering new series."""
         n = rows.num_rows
         sid = rows.column("stream_id").to_numpy()
         meta = rows.column("metadata")
+        if self.group_by is not None and not self.group_by.without:
+            by_stream = self._targets_by_stream(sid, meta)
+            if by_stream is not None:
+                return by_stream
         if meta.null_count < n:
             meta_hash = pl.from_arrow(meta.combine_chunks()).hash().to_numpy().astype(np.int64)
             meta_hash[~pc.is_valid(meta).to_numpy(zero_copy_only=False)] = 0
@@ -289,6 +294,22 @@ class _SeriesRegistry:
                 if m:
                     labels.update(dict(m))
                 out[j] = self.index[(s, h)] = self._register(labels)
+        return out[inverse.reshape(-1)]
+
+    def _targets_by_stream(self, sid: np.ndarray, meta: pa.ChunkedArray) -> np.ndarray | None:
+        """Targets from stream labels alone, when no grouping label occurs in this piece's structured metadata."""
+        grouping = set(self.group_by.grouping or ()) if self.group_by else set()
+        if meta.null_count < len(meta) and grouping:
+            keys = pc.unique(meta.combine_chunks().keys).to_pylist()
+            if grouping.intersection(keys):
+                return None
+        uniq, inverse = np.unique(sid, return_inverse=True)
+        out = np.empty(len(uniq), dtype=np.int64)
+        for j, s in enumerate(uniq.tolist()):
+            target = self._stream_targets.get(s)
+            if target is None:
+                target = self._stream_targets[s] = self._register(dict(self.streams[s]))
+            out[j] = target
         return out[inverse.reshape(-1)]
 
     def _register(self, labels: dict[str, str]) -> int:

@@ -1,0 +1,61 @@
+"""Metric queries the core server answers: counts, bytes and rates, summed by stream labels or metadata."""
+
+from __future__ import annotations
+
+from tests.helpers import push_json, stream
+
+T0 = 1_704_067_200 * 10**9  # 2024-01-01T00:00:00Z
+
+
+def _matrix(c, query: str, step: str = "60s") -> dict[tuple, list]:
+    r = c.get(
+        "/loki/api/v1/query_range",
+        params={"query": query, "start": str(T0), "end": str(T0 + 120 * 10**9), "step": step},
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["resultType"] == "matrix"
+    return {tuple(sorted(s["metric"].items())): s["values"] for s in r.json()["data"]["result"]}
+
+
+def _push_sample(server) -> None:
+    with server.client() as c:
+        body = [
+            stream({"app": "a"}, [(T0 + 1, "x"), (T0 + 2, "yy", {"trace_id": "t1"}), (T0 + 61 * 10**9, "zzz")]),
+            stream({"app": "b"}, [(T0 + 3, "four", {"trace_id": "t1"}), (T0 + 4, "", {"trace_id": "t2"})]),
+        ]
+        assert push_json(c, body).status_code == 204
+
+
+def test_sum_by_stream_label_and_by_structured_metadata(server) -> None:
+    _push_sample(server)
+    with server.client() as c:
+        by_app = _matrix(c, 'sum by (app) (count_over_time({app=~"a|b"}[1m]))')
+        assert by_app == {
+            (("app", "a"),): [[T0 // 10**9 + 60, "2"], [T0 // 10**9 + 120, "1"]],
+            (("app", "b"),): [[T0 // 10**9 + 60, "2"]],
+        }
+        by_trace = _matrix(c, 'sum by (trace_id) (count_over_time({app=~"a|b"}[1m]))')
+        assert by_trace == {
+            (): [[T0 // 10**9 + 60, "1"], [T0 // 10**9 + 120, "1"]],
+            (("trace_id", "t1"),): [[T0 // 10**9 + 60, "2"]],
+            (("trace_id", "t2"),): [[T0 // 10**9 + 60, "1"]],
+        }
+        total = _matrix(c, 'sum(bytes_over_time({app=~"a|b"}[1m]))')
+        assert total == {(): [[T0 // 10**9 + 60, "7"], [T0 // 10**9 + 120, "3"]]}
+
+
+def test_series_split_by_metadata_without_aggregation_and_rate(server) -> None:
+    _push_sample(server)
+    with server.client() as c:
+        series = _matrix(c, 'count_over_time({app="a"}[1m])')
+        # Loki 3 adds service_name (from `app` here) to streams that lack it.
+        assert set(series) == {
+            (("app", "a"), ("service_name", "a")),
+            (("app", "a"), ("service_name", "a"), ("trace_id", "t1")),
+        }
+        rate = _matrix(c, 'rate({app="b"}[1m])')
+        key = (("app", "b"), ("service_name", "b"), ("trace_id", "t1"))
+        assert rate[key] == [[T0 // 10**9 + 60, "0.016666666666666666"]]
+        r = c.get("/loki/api/v1/query", params={"query": 'count_over_time({app="a"}[1m])', "time": str(T0 + 10**9)})
+        assert r.status_code == 200
+        assert r.json()["data"]["resultType"] == "vector"
