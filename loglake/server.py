@@ -8,13 +8,13 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import pyarrow as pa
 import uvicorn
 from starlette.types import ASGIApp
 
 from loglake.api.app import LoglakeApp
 from loglake.config import Config
 from loglake.store.compact import CompactionPolicy
+from loglake.store.memory import use_system_allocator
 from loglake.store.store import Store, StoreEvents, StoreSettings
 
 log = logging.getLogger("loglake")
@@ -25,7 +25,7 @@ NS = 1_000_000_000
 def build_app(config: Config) -> LoglakeApp:
     """Open the store in the configured data directory (replaying the WAL) and build the application."""
     data_dir = Path(config.common.path_prefix).resolve()
-    _return_freed_memory()
+    use_system_allocator()
     settings = StoreSettings(
         head_max_bytes=config.ingester.head_max_bytes,
         max_head_age_s=config.ingester.max_chunk_age / NS,
@@ -54,14 +54,6 @@ def build_app(config: Config) -> LoglakeApp:
         m.compacted_blocks.inc(merged),
     )
     return app
-
-
-def _return_freed_memory() -> None:
-    """Have Arrow's allocator give freed pages back at once: flushes free large buffers every few seconds."""
-    try:
-        pa.jemalloc_set_decay_ms(0)
-    except NotImplementedError:  # Arrow built without jemalloc, or another pool chosen
-        pass
 
 
 def asgi_app(app: LoglakeApp) -> ASGIApp:

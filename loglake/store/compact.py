@@ -12,7 +12,7 @@ import pyarrow as pa
 from loglake.model import ENTRY_SCHEMA
 from loglake.store.block import BlockInfo, BlockReader, BlockWriter, WrittenBlock, sort_order
 
-CHUNK_ROWS = 256 * 1024  # rows merged at a time; memory is bounded by this, not by the blocks' size
+CHUNK_ROWS = 128 * 1024  # rows merged at a time; memory is bounded by this, not by the blocks' size
 
 
 @dataclass

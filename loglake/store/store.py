@@ -23,6 +23,7 @@ from loglake.store.block import BlockInfo, BlockReader, new_block_id, write_bloc
 from loglake.store.compact import CompactionPolicy, merge_blocks, plan_windows
 from loglake.store.head import Head, read_batch
 from loglake.store.index import Index
+from loglake.store.memory import release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +294,8 @@ class Store:
                 self.index.publish_blocks(blocks)
                 self._frozen = [f for f in self._frozen if f is not heads]
             walmod.remove_segments_upto(self.wal_dir, sealed)
+            del heads
+            release_freed_memory()
             if self.events.on_flush and rows:
                 self.events.on_flush(time.perf_counter() - t0, rows, written)
             return rows
@@ -321,6 +324,7 @@ class Store:
                         # Queries under way keep their open file; the name goes now.
                         (self.data_dir / b.path).unlink(missing_ok=True)
                     merged += len(group)
+                    release_freed_memory()
                     if self.events.on_compaction:
                         self.events.on_compaction(time.perf_counter() - t0, len(group), w.size)
         return merged
