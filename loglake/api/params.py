@@ -7,6 +7,8 @@ import re
 import time
 from datetime import datetime
 
+from loglake.config import parse_duration
+
 NS = 1_000_000_000
 
 
@@ -61,37 +63,12 @@ def _is_float(value: str) -> bool:
     return True
 
 
-_DURATION_UNITS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": NS, "m": 60 * NS, "h": 3600 * NS}
-_PROM_UNITS = {
-    "ms": 1_000_000,
-    "s": NS,
-    "m": 60 * NS,
-    "h": 3600 * NS,
-    "d": 86400 * NS,
-    "w": 7 * 86400 * NS,
-    "y": 365 * 86400 * NS,
-}
-
-
 def parse_duration_ns(value: str) -> int:
     """Parse a Go (`1h30m`, `1.5s`) or Prometheus (`7d`, `1w`) duration into ns."""
-    v = value.strip()
-    if not v:
-        raise ParamError("empty duration")
-    m = re.fullmatch(r"((?:\d+(?:ms|[smhdwy]))+)", v)
-    if m:
-        total = 0
-        for num, unit in re.findall(r"(\d+)(ms|[smhdwy])", v):
-            total += int(num) * _PROM_UNITS[unit]
-        return total
-    sign = -1 if v.startswith("-") else 1
-    body = v.lstrip("+-")
-    if body == "0":
-        return 0
-    parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)", body)
-    if not parts or "".join(n + u for n, u in parts) != body:
-        raise ParamError(f'time: invalid duration "{value}"')
-    return sign * int(sum(float(n) * _DURATION_UNITS[u] for n, u in parts))
+    try:
+        return parse_duration(value.strip())
+    except ValueError:
+        raise ParamError(f'time: invalid duration "{value}"') from None
 
 
 def parse_step_ns(value: str | None, start_ns: int, end_ns: int) -> int:

@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from loglake.store.files import fsync_path
+
 ROW_GROUP_ROWS = 64 * 1024
 ZSTD_LEVEL = 1
 
@@ -117,9 +119,9 @@ class BlockWriter:
     def close(self) -> WrittenBlock:
         """Finish the file, fsync it and rename it into place; return what was written."""
         self._writer.close()
-        _fsync_file(self._tmp)
+        fsync_path(self._tmp)
         os.replace(self._tmp, self.path)
-        _fsync_file(self.path.parent)
+        fsync_path(self.path.parent)
         sid, ts = np.concatenate(self._sid), np.concatenate(self._ts)
         stats = stream_stats(sid, ts, np.concatenate(self._len))
         return WrittenBlock(self.path.stat().st_size, len(sid), int(ts.min()), int(ts.max()), stats)
@@ -146,14 +148,6 @@ def write_block(table: pa.Table, path: Path, zstd_level: int = ZSTD_LEVEL) -> Wr
         writer.abort()
         raise
     return writer.close()
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlockReader:

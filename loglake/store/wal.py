@@ -14,6 +14,7 @@ import orjson
 import pyarrow as pa
 
 from loglake.model import ENTRY_SCHEMA, LabelSet
+from loglake.store.files import fsync_path
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class WalWriter:
         directory.mkdir(parents=True, exist_ok=True)
         self.seq = seq
         self._file = open(segment_path(directory, seq), "ab")
-        _fsync_dir(directory)
+        fsync_path(directory)
         self.bytes_written = 0
 
     def write(self, payload: bytes) -> None:
@@ -119,7 +120,7 @@ class WalWriter:
         sealed = self.seq
         self.seq += 1
         self._file = open(segment_path(self.directory, self.seq), "ab")
-        _fsync_dir(self.directory)
+        fsync_path(self.directory)
         return sealed
 
     def close(self) -> None:
@@ -155,12 +156,4 @@ def remove_segments_upto(directory: Path, seq: int) -> None:
     for s in list_segments(directory):
         if s <= seq:
             segment_path(directory, s).unlink(missing_ok=True)
-    _fsync_dir(directory)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(directory)
