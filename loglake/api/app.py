@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import orjson
 from starlette.applications import Starlette
@@ -121,25 +122,31 @@ class LoglakeApp:
             raise ApiError(400, f"tenant ID '{org}' is not valid: at most 150 characters, no '/' or '\\'")
         return org
 
+    async def _form_pairs(self, request: Request) -> list[tuple[str, str]]:
+        """Return the pairs of a url-encoded POST body (as Loki reads query parameters from POST forms)."""
+        if request.method != "POST":
+            return []
+        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            return []
+        cached = getattr(request.state, "form_pairs", None)
+        if cached is None:
+            body = await self.read_body(request)
+            try:
+                cached = request.state.form_pairs = parse_qsl(body.decode(), keep_blank_values=True)
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise ApiError(400, f"invalid form body: {exc}") from None
+        return cached
+
     async def form(self, request: Request) -> dict[str, str]:
-        """Return query-string and form parameters (POST bodies as Loki accepts them), last value wins."""
+        """Return query-string and form parameters, the last value of each winning."""
         out = dict(request.query_params)
-        if request.method == "POST":
-            ctype = request.headers.get("content-type", "")
-            if ctype.startswith("application/x-www-form-urlencoded") or ctype.startswith("multipart/form-data"):
-                form = await request.form()
-                out.update({k: str(v) for k, v in form.items()})
+        out.update(dict(await self._form_pairs(request)))
         return out
 
     async def form_multi(self, request: Request, key: str) -> list[str]:
         """Return every value of a repeated parameter (`match[]`), from the query string and a POST form."""
         values = request.query_params.getlist(key)
-        if request.method == "POST":
-            ctype = request.headers.get("content-type", "")
-            if ctype.startswith("application/x-www-form-urlencoded") or ctype.startswith("multipart/form-data"):
-                form = await request.form()
-                values += [str(v) for v in form.getlist(key)]
-        return values
+        return values + [v for k, v in await self._form_pairs(request) if k == key]
 
     # ---- push -------------------------------------------------------------------------------------------------
 
