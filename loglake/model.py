@@ -115,7 +115,8 @@ class MatchOp(StrEnum):
 
 @lru_cache(maxsize=4096)
 def _anchored(pattern: str) -> str:
-    return f"^(?:{pattern})$"
+    # As Prometheus anchors selector regexes: the whole value, and `.` also matches a newline.
+    return f"^(?s:{pattern})$"
 
 
 @dataclass(frozen=True)
