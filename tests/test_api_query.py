@@ -103,3 +103,26 @@ def test_series_and_labels_accept_post_forms(server) -> None:
         assert len(r.json()["data"]) == 2
         r = c.post("/loki/api/v1/labels", data={"query": '{app="web"}', **RANGE})
         assert r.json()["data"] == ["app", "env", "service_name"]
+
+
+def test_index_volume_by_series_labels_and_over_steps(server) -> None:
+    _load(server)
+    api_bytes = sum(len(f"GET /users/{i} status={200 if i % 4 else 500}") for i in range(120))
+    web_bytes = sum(len(f"render page={i}") for i in range(60))
+    with server.client() as c:
+        r = c.get("/loki/api/v1/index/volume", params={"query": '{app=~".+"}', **RANGE})
+        result = r.json()["data"]["result"]
+        assert [(s["metric"], s["value"][1]) for s in result] == [
+            ({"app": "api"}, str(api_bytes)),
+            ({"app": "web"}, str(web_bytes)),
+        ], "series mode groups by the selector's labels, largest first"
+        r = c.get(
+            "/loki/api/v1/index/volume",
+            params={"query": '{app=~".+"}', "aggregateBy": "labels", "targetLabels": "env,app", **RANGE},
+        )
+        assert [s["metric"] for s in r.json()["data"]["result"]] == [{"app": ""}, {"env": ""}]
+        r = c.get("/loki/api/v1/index/volume_range", params={"query": '{app="web"}', "step": "60", **RANGE})
+        (series,) = r.json()["data"]["result"]
+        assert series["metric"] == {"app": "web"}
+        assert sum(int(v) for _, v in series["values"]) == web_bytes
+        assert c.get("/loki/api/v1/index/volume", params={"query": "{}", **RANGE}).status_code == 400

@@ -23,6 +23,7 @@ from loglake.config import Config, config_to_dict
 from loglake.ingest.decode import PushDecodeError, decode_push
 from loglake.ingest.validate import ValidationResult, Validator
 from loglake.logql.engine import QueryEngine, QueryError
+from loglake.logql.windows import StepGrid
 from loglake.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,10 @@ class LoglakeApp:
             Route("/loki/api/v1/label/{name}/values", h(self.label_values, "label_values"), methods=["GET", "POST"]),
             Route("/loki/api/v1/series", h(self.series, "series"), methods=["GET", "POST"]),
             Route("/loki/api/v1/index/stats", h(self.index_stats, "index_stats"), methods=["GET", "POST"]),
+            Route("/loki/api/v1/index/volume", h(self.index_volume, "index_volume"), methods=["GET", "POST"]),
+            Route(
+                "/loki/api/v1/index/volume_range", h(self.index_volume, "index_volume_range"), methods=["GET", "POST"]
+            ),
             Route("/loki/api/v1/format_query", h(self.format_query, "format_query"), methods=["GET", "POST"]),
             Route("/loki/api/v1/status/buildinfo", h(self.buildinfo, "buildinfo"), methods=["GET"]),
             Route("/ready", h(self.readiness, "ready"), methods=["GET"]),
@@ -262,6 +267,30 @@ class LoglakeApp:
         start, end = qparams.time_range(p)
         stats = await run_in_threadpool(self.engine.index_stats, tenant, p.get("query", ""), start, end)
         return json_response(stats)
+
+    async def index_volume(self, request: Request) -> Response:
+        """Return log volume (line bytes) per label group: a vector, or a matrix over steps for volume_range."""
+        tenant = self.tenant(request)
+        p = await self.form(request)
+        start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
+        limit = qparams.parse_limit(p.get("limit"), 100)
+        targets = [t for t in p.get("targetLabels", "").split(",") if t]
+        grid = None
+        if request.url.path.endswith("volume_range"):
+            step = qparams.parse_step_ns(p.get("step"), start, end)
+            grid = StepGrid((start // step) * step, -((-end) // step) * step, step)
+        data = await run_in_threadpool(
+            self.engine.volume,
+            tenant,
+            p.get("query", ""),
+            start,
+            end,
+            limit,
+            p.get("aggregateBy") or "series",
+            targets,
+            grid,
+        )
+        return success(data)
 
     async def format_query(self, request: Request) -> Response:
         """Return the query in LogQL's canonical form."""
