@@ -59,3 +59,25 @@ def test_series_split_by_metadata_without_aggregation_and_rate(server) -> None:
         r = c.get("/loki/api/v1/query", params={"query": 'count_over_time({app="a"}[1m])', "time": str(T0 + 10**9)})
         assert r.status_code == 200
         assert r.json()["data"]["resultType"] == "vector"
+
+
+def test_series_and_length_limits_answer_400(make_server) -> None:
+    server = make_server(
+        {"limits_config": {"reject_old_samples": False, "max_query_series": 1, "max_query_length": "1h"}}
+    )
+    _push_sample(server)
+    with server.client() as c:
+        params = {"start": str(T0), "end": str(T0 + 120 * 10**9), "step": "60s"}
+        r = c.get(
+            "/loki/api/v1/query_range", params={"query": 'sum by (app) (count_over_time({app=~"a|b"}[1m]))', **params}
+        )
+        assert r.status_code == 400
+        assert r.text.strip() == "maximum of series (1) reached for a single query"
+        r = c.get("/loki/api/v1/query_range", params={"query": 'sum(count_over_time({app=~"a|b"}[1m]))', **params})
+        assert r.status_code == 200
+        r = c.get(
+            "/loki/api/v1/query_range",
+            params={"query": '{app="a"}', "start": str(T0), "end": str(T0 + 2 * 3600 * 10**9)},
+        )
+        assert r.status_code == 400
+        assert "the query time range exceeds the limit (query length: 2h0m0s, limit: 1h0m0s)" in r.text

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 
 from loglake.logql import plan as qp
 from loglake.logql.errors import QueryError
+from loglake.logql.printer import go_duration
 from loglake.logql.results import QueryStats, format_ts, format_value, streams_result
 from loglake.logql.windows import StepGrid, step_span, window_sums
 from loglake.model import LabelMatcher, LabelSet
@@ -51,6 +52,7 @@ class QueryEngine:
     ) -> dict[str, Any]:
         """Answer `/loki/api/v1/query_range`: streams for a log query, a matrix for a metric query."""
         parsed = qp.parse(query)
+        self._check_length(start, end)
         if isinstance(parsed, qp.LogQuery):
             self._check_limit(limit)
             stats = QueryStats()
@@ -70,7 +72,7 @@ class QueryEngine:
         # Loki aligns the evaluation times to multiples of the step.
         first = (start // step) * step
         last = -((-end) // step) * step
-        series = self._metric(tenant, parsed, StepGrid(first, last, step), stats)
+        series = self._check_series(self._metric(tenant, parsed, StepGrid(first, last, step), stats))
         return {"resultType": "matrix", "result": series, "stats": stats.to_json()}
 
     def query_instant(self, tenant: str, query: str, at: int, limit: int, direction: str) -> dict[str, Any]:
@@ -83,7 +85,7 @@ class QueryEngine:
                 "please change your query to a range query type",
             )
         stats = QueryStats()
-        series = self._metric(tenant, parsed, StepGrid(at, at, 0), stats)
+        series = self._check_series(self._metric(tenant, parsed, StepGrid(at, at, 0), stats))
         vector = [{"metric": s["metric"], "value": s["values"][0]} for s in series if s["values"]]
         return {"resultType": "vector", "result": vector, "stats": stats.to_json()}
 
@@ -200,6 +202,21 @@ class QueryEngine:
             )
         if limit < 0:
             raise QueryError(400, "limit must be a positive value")
+
+    def _check_length(self, start: int, end: int) -> None:
+        limit = int(getattr(self.limits, "max_query_length", 0))
+        if limit > 0 and end - start > limit:
+            raise QueryError(
+                400,
+                f"the query time range exceeds the limit (query length: {go_duration(end - start)}, "
+                f"limit: {go_duration(limit)})",
+            )
+
+    def _check_series(self, series: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        limit = int(getattr(self.limits, "max_query_series", 0))
+        if limit > 0 and len(series) > limit:
+            raise QueryError(400, f"maximum of series ({limit}) reached for a single query")
+        return series
 
     def _streams(self, tenant: str, query: str | None, start: int, end: int) -> dict[int, LabelSet]:
         if not query:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from loglake.config import format_go_duration as go_duration
 from loglake.model import LABEL_NAME_RE, LabelMatcher
 from loglake.quoting import quote
 
@@ -97,38 +98,6 @@ def format_float_fixed6(value: float) -> str:
     if special is not None:
         return special
     return f"{value:f}"
-
-
-def go_duration(ns: int) -> str:
-    """Format nanoseconds as Go's time.Duration.String (`5m0s`, `1.5s`, `300ms`, `0s`)."""
-    if ns == 0:
-        return "0s"
-    neg = ns < 0
-    u = -ns if neg else ns
-    if u < 1_000_000_000:
-        if u < 1_000:
-            text = f"{u}ns"
-        elif u < 1_000_000:
-            text = _frac(u, 3) + "µs"
-        else:
-            text = _frac(u, 6) + "ms"
-    else:
-        seconds, frac = divmod(u, 1_000_000_000)
-        frac_text = f"{frac:09d}".rstrip("0")
-        text = f"{seconds % 60}" + ("." + frac_text if frac_text else "") + "s"
-        minutes = seconds // 60
-        if minutes > 0:
-            text = f"{minutes % 60}m" + text
-            hours = minutes // 60
-            if hours > 0:
-                text = f"{hours}h" + text
-    return ("-" if neg else "") + text
-
-
-def _frac(value: int, prec: int) -> str:
-    whole, frac = divmod(value, 10**prec)
-    frac_text = f"{frac:0{prec}d}".rstrip("0")
-    return f"{whole}" + ("." + frac_text if frac_text else "")
 
 
 _PROM_UNITS = (
