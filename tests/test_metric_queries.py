@@ -81,3 +81,15 @@ def test_series_and_length_limits_answer_400(make_server) -> None:
         )
         assert r.status_code == 400
         assert "the query time range exceeds the limit (query length: 2h0m0s, limit: 1h0m0s)" in r.text
+
+
+def test_a_query_over_its_time_gets_504_and_the_server_keeps_serving(make_server) -> None:
+    server = make_server({"limits_config": {"reject_old_samples": False, "query_timeout": "1ns"}})
+    _push_sample(server)
+    with server.client() as c:
+        for query in ('{app="a"}', 'sum(count_over_time({app=~"a|b"}[1m]))'):
+            r = c.get("/loki/api/v1/query_range", params={"query": query, "start": str(T0), "end": str(T0 + 10**11)})
+            assert r.status_code == 504, r.text
+            assert r.text.startswith("request timed out")
+        assert c.get("/ready").status_code == 200
+        assert c.get("/loki/api/v1/labels", params={"start": str(T0), "end": str(T0 + 10**11)}).status_code == 200

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,6 +21,10 @@ from loglake.store.store import Piece
 
 NS = 1_000_000_000
 MAX_POINTS_PER_SERIES = 11_000
+TIMEOUT_MESSAGE = (
+    "request timed out, decrease the duration of the request or add more label matchers "
+    "(prefer exact match over regex match) to reduce the amount of data processed"
+)
 
 
 class StoreReader(Protocol):
@@ -55,7 +60,7 @@ class QueryEngine:
         self._check_length(start, end)
         if isinstance(parsed, qp.LogQuery):
             self._check_limit(limit)
-            stats = QueryStats()
+            stats = self._stats()
             result = self._log_query(tenant, parsed, start, end, limit, direction, stats)
             return {"resultType": "streams", "result": result, "stats": stats.to_json()}
         if step <= 0:
@@ -68,7 +73,7 @@ class QueryEngine:
                 "exceeded maximum resolution of 11,000 points per time series. "
                 "Try increasing the value of the step parameter",
             )
-        stats = QueryStats()
+        stats = self._stats()
         # Loki aligns the evaluation times to multiples of the step.
         first = (start // step) * step
         last = -((-end) // step) * step
@@ -84,7 +89,7 @@ class QueryEngine:
                 "log queries are not supported as an instant query type, "
                 "please change your query to a range query type",
             )
-        stats = QueryStats()
+        stats = self._stats()
         series = self._check_series(self._metric(tenant, parsed, StepGrid(at, at, 0), stats))
         vector = [{"metric": s["metric"], "value": s["values"][0]} for s in series if s["values"]]
         return {"resultType": "vector", "result": vector, "stats": stats.to_json()}
@@ -203,6 +208,14 @@ class QueryEngine:
         if limit < 0:
             raise QueryError(400, "limit must be a positive value")
 
+    def _stats(self) -> QueryStats:
+        """Return a fresh stats record carrying the query's deadline (`query_timeout`)."""
+        timeout_ns = int(getattr(self.limits, "query_timeout", 0))
+        stats = QueryStats()
+        if timeout_ns > 0:
+            stats.deadline = stats.started + timeout_ns / NS
+        return stats
+
     def _check_length(self, start: int, end: int) -> None:
         limit = int(getattr(self.limits, "max_query_length", 0))
         if limit > 0 and end - start > limit:
@@ -229,7 +242,9 @@ class QueryEngine:
         return streams, self.store.pieces(tenant, ids, start, end)
 
     def _load(self, piece: Piece, q: qp.LogQuery, columns: list[str], stats: QueryStats) -> pa.Table:
-        """Load a piece's rows and apply the query's line filters."""
+        """Load a piece's rows and apply the query's line filters (giving up once the query's time is over)."""
+        if time.perf_counter() > stats.deadline:
+            raise QueryError(504, TIMEOUT_MESSAGE)
         need = list(dict.fromkeys(["stream_id", "ts", *columns, *(["line"] if q.line_filters else [])]))
         rows = piece.load(need)
         n = rows.num_rows

@@ -24,6 +24,7 @@ class QueryStats:
     blocks_read: int = 0
     head_lines: int = 0
     head_bytes: int = 0
+    deadline: float = float("inf")  # time.perf_counter() value after which the query gives up
 
     def to_json(self) -> dict[str, Any]:
         """Return the `stats` object with Loki's field names."""
