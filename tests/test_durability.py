@@ -142,3 +142,34 @@ def test_disabled_wal_writes_nothing_but_still_flushes_on_sigterm(make_server) -
     server.start()
     with server.client() as c:
         assert len(read_all(c, '{job="nowal"}', base, base + 10**9)) == 20
+
+
+def test_queries_during_pushes_and_flushes_always_answer(make_server) -> None:
+    server = make_server({"ingester": {"head_max_bytes": "200KB"}, "compactor": {"compaction_interval": "200ms"}})
+    base = now_ns() - 60 * 1_000_000_000
+    stop = threading.Event()
+    statuses: collections.Counter[int] = collections.Counter()
+
+    def query() -> None:
+        with httpx.Client(base_url=server.url, timeout=30.0) as c:
+            while not stop.is_set():
+                for q in ('{job="crash"}', 'sum(count_over_time({job="crash"} |= "entry=1" [1m]))'):
+                    r = c.get("/loki/api/v1/query_range", params={"query": q, "start": str(base), "limit": 50})
+                    statuses[r.status_code] += 1
+
+    acked: list[int] = []
+    pushers = [threading.Thread(target=_pusher, args=(server.url, p, base, stop, acked)) for p in range(2)]
+    readers = [threading.Thread(target=query) for _ in range(2)]
+    for t in pushers + readers:
+        t.start()
+    deadline = time.monotonic() + 30
+    while len(acked) < 60 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stop.set()
+    for t in pushers + readers:
+        t.join(30)
+    assert len(acked) >= 60
+    assert set(statuses) == {200}, f"every query must answer 200 while data moves: {statuses}"
+    with server.client() as c:
+        entries = read_all(c, '{job="crash"}', base, now_ns() + 10**9)
+    assert len(entries) == len(acked) * ENTRIES_PER_PUSH

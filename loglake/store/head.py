@@ -16,8 +16,8 @@ class Head:
 
     def __init__(self, tenant: str) -> None:
         self.tenant = tenant
-        self.batches: list[pa.RecordBatch] = []
-        self.ranges: list[tuple[int, int]] = []  # (min ts, max ts) of each batch
+        # (batch, min ts, max ts); replaced, never mutated, so a reader's snapshot never changes under it.
+        self.parts: list[tuple[pa.RecordBatch, int, int]] = []
         self.rows = 0
         self.line_bytes = 0
         self.created = time.monotonic()
@@ -32,19 +32,17 @@ class Head:
         lo, hi = int(ts.min()), int(ts.max())
         self.min_ts = min(self.min_ts, lo)
         self.max_ts = max(self.max_ts, hi)
-        # Lists are replaced, never mutated, so a reader's snapshot never changes under it.
-        self.ranges = [*self.ranges, (lo, hi)]
-        self.batches = [*self.batches, batch]
+        self.parts = [*self.parts, (batch, lo, hi)]
         self.rows += batch.num_rows
         self.line_bytes += line_bytes
 
     def to_table(self) -> pa.Table:
         """Return all rows as one table (unsorted)."""
-        return pa.Table.from_batches(self.batches, ENTRY_SCHEMA)
+        return pa.Table.from_batches([b for b, _, _ in self.parts], ENTRY_SCHEMA)
 
     def snapshot(self) -> list[tuple[pa.RecordBatch, int, int]]:
         """Return the batches with their time ranges, as of now."""
-        return list(zip(self.batches, *zip(*self.ranges, strict=True), strict=True)) if self.batches else []
+        return self.parts
 
 
 def read_batch(batch: pa.RecordBatch, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> pa.Table:
