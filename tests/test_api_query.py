@@ -126,3 +126,28 @@ def test_index_volume_by_series_labels_and_over_steps(server) -> None:
         assert series["metric"] == {"app": "web"}
         assert sum(int(v) for _, v in series["values"]) == web_bytes
         assert c.get("/loki/api/v1/index/volume", params={"query": "{}", **RANGE}).status_code == 400
+
+
+def test_label_filters_on_stream_labels_and_structured_metadata(server) -> None:
+    _load(server)
+    with server.client() as c:
+
+        def lines(q: str) -> list[str]:
+            r = c.get("/loki/api/v1/query_range", params={"query": q, "limit": 1000, **RANGE})
+            assert r.status_code == 200, r.text
+            return sorted(v[1] for s in r.json()["data"]["result"] for v in s["values"])
+
+        assert len(lines('{app=~".+"} | trace_id="t1"')) == 20
+        # t1 is every third page from 1; of those, the lines containing "page=1"
+        expected = ["render page=1", "render page=10", "render page=13", "render page=16", "render page=19"]
+        assert lines('{app=~".+"} | trace_id="t1" | env="dev" |= "page=1"') == expected
+        assert len(lines('{app=~".+"} | trace_id!=""')) == 60, "only web entries carry metadata"
+        assert len(lines('{app=~".+"} | trace_id=~"t[12]" or app="api"')) == 40 + 120
+        assert len(lines('{app="api"} | nothing=""')) == 120, "a missing label compares as empty"
+        r = c.get(
+            "/loki/api/v1/query_range",
+            params={"query": 'sum by (trace_id) (count_over_time({app="web"} | trace_id!="t0" [10m]))', **RANGE},
+        )
+        assert {s["metric"]["trace_id"] for s in r.json()["data"]["result"]} == {"t1", "t2"}
+        r = c.get("/loki/api/v1/query_range", params={"query": '{app="api"} | status > 5', **RANGE})
+        assert r.status_code == 400 and "not supported" in r.text

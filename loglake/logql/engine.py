@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from loglake.logql import plan as qp
 from loglake.logql.errors import QueryError
+from loglake.logql.pipeline import LabelView, label_filter_mask
 from loglake.logql.printer import go_duration
 from loglake.logql.results import QueryStats, format_ts, format_value, streams_result
 from loglake.logql.windows import StepGrid, step_span, window_sums
@@ -241,11 +242,14 @@ class QueryEngine:
         ids = np.fromiter(streams, dtype=np.int64, count=len(streams))
         return streams, self.store.pieces(tenant, ids, start, end)
 
-    def _load(self, piece: Piece, q: qp.LogQuery, columns: list[str], stats: QueryStats) -> pa.Table:
+    def _load(
+        self, piece: Piece, q: qp.LogQuery, columns: list[str], stats: QueryStats, streams: dict[int, LabelSet]
+    ) -> pa.Table:
         """Load a piece's rows and apply the query's line filters (giving up once the query's time is over)."""
         if time.perf_counter() > stats.deadline:
             raise QueryError(504, TIMEOUT_MESSAGE)
-        need = list(dict.fromkeys(["stream_id", "ts", *columns, *(["line"] if q.line_filters else [])]))
+        extra = (["line"] if q.line_filters else []) + (["metadata"] if q.label_filters else [])
+        need = list(dict.fromkeys(["stream_id", "ts", *columns, *extra]))
         rows = piece.load(need)
         n = rows.num_rows
         nbytes = int(pc.sum(pc.binary_length(rows.column("line"))).as_py() or 0) if "line" in need else 0
@@ -258,6 +262,12 @@ class QueryEngine:
             stats.blocks_read += 1
         if q.line_filters and n:
             rows = rows.filter(pa.array(qp.line_filter_mask(q.line_filters, rows.column("line"))))
+        if q.label_filters and rows.num_rows:
+            view = LabelView(rows, streams)
+            keep = np.ones(rows.num_rows, dtype=bool)
+            for f in q.label_filters:
+                keep &= label_filter_mask(f, view)
+            rows = rows.filter(pa.array(keep))
         stats.post_filter_lines += rows.num_rows
         return rows.select([c for c in rows.column_names if c in columns or c in ("stream_id", "ts")])
 
@@ -278,7 +288,7 @@ class QueryEngine:
         for piece in pieces:
             if bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound):
                 break
-            rows = self._load(piece, q, columns, stats)
+            rows = self._load(piece, q, columns, stats, streams)
             if not rows.num_rows:
                 continue
             kept.append(rows)
@@ -317,7 +327,7 @@ class QueryEngine:
         registry = _SeriesRegistry(streams, group_by)
         acc = _Accumulator(grid.count)
         for piece in pieces:
-            rows = self._load(piece, r.query, columns, stats)
+            rows = self._load(piece, r.query, columns, stats, streams)
             if not rows.num_rows:
                 continue
             target = registry.targets(rows)

@@ -9,6 +9,7 @@ from loglake.logql.errors import QueryError
 from loglake.logql.lexer import ParseError
 from loglake.logql.linefilter import line_filter_mask
 from loglake.logql.parser import parse as parse_expr
+from loglake.logql.pipeline import filter_supported
 from loglake.model import LabelMatcher
 
 __all__ = ["LogQuery", "MetricQuery", "RangeAgg", "VectorAgg", "format_query", "line_filter_mask", "parse"]
@@ -20,10 +21,11 @@ _VECTOR_OPS = ("sum", "count", "min", "max", "avg")
 
 @dataclass
 class LogQuery:
-    """A stream selector with line filters."""
+    """A stream selector with line filters and label filters (on stream labels and structured metadata)."""
 
     matchers: list[LabelMatcher]
     line_filters: list[ast.LineFilter] = field(default_factory=list)
+    label_filters: list[ast.LabelFilter] = field(default_factory=list)
 
 
 @dataclass
@@ -71,12 +73,16 @@ def parse(text: str) -> LogQuery | MetricQuery:
 
 
 def _log_query(expr: ast.LogSelectorExpr) -> LogQuery:
-    filters = []
+    query = LogQuery(list(expr.matchers))
     for stage in expr.stages:
-        if not isinstance(stage, ast.LineFilter):
+        # Without parsers, line and label filters commute: both only drop rows.
+        if isinstance(stage, ast.LineFilter):
+            query.line_filters.append(stage)
+        elif isinstance(stage, ast.LabelFilterStage) and filter_supported(stage.filter):
+            query.label_filters.append(stage.filter)
+        else:
             raise _unsupported(stage)
-        filters.append(stage)
-    return LogQuery(list(expr.matchers), filters)
+    return query
 
 
 def _range_agg(expr: ast.RangeAggregation) -> RangeAgg:
