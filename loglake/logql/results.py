@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
+
+from loglake.logql.printer import format_float_f
 
 
 @dataclass
@@ -131,17 +131,8 @@ def streams_result(
 
 
 def format_value(v: float) -> str:
-    """Format a sample value as Prometheus/Loki do (Go's strconv.FormatFloat(v, 'f', -1, 64))."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if v == int(v) and abs(v) < 1e21:
-        return str(int(v))
-    r = repr(float(v))
-    if "e" in r or "E" in r:
-        return np.format_float_positional(v, trim="-")
-    return r
+    """Format a sample value as Loki does (Go's strconv.FormatFloat(v, 'f', -1, 64); NaN, +Inf, -Inf)."""
+    return format_float_f(v)
 
 
 def format_ts(ns: int) -> float | int:
