@@ -93,3 +93,23 @@ def test_a_query_over_its_time_gets_504_and_the_server_keeps_serving(make_server
             assert r.text.startswith("request timed out")
         assert c.get("/ready").status_code == 200
         assert c.get("/loki/api/v1/labels", params={"start": str(T0), "end": str(T0 + 10**11)}).status_code == 200
+
+
+def test_nested_aggregations_topk_sort_and_stddev(server) -> None:
+    _push_sample(server)
+    with server.client() as c:
+
+        def instant(q: str) -> list:
+            r = c.get("/loki/api/v1/query", params={"query": q, "time": str(T0 + 60 * 10**9)})
+            assert r.status_code == 200, r.text
+            return [(s["metric"], s["value"][1]) for s in r.json()["data"]["result"]]
+
+        per_app = 'sum by (app) (count_over_time({app=~"a|b"}[1m]))'
+        assert instant(f"max({per_app})") == [({}, "2")]
+        assert instant(f"topk(1, {per_app})") in ([({"app": "a"}, "2")], [({"app": "b"}, "2")])
+        assert instant('sort_desc(sum by (app) (bytes_over_time({app=~"a|b"}[1m])))') == [
+            ({"app": "b"}, "4"),
+            ({"app": "a"}, "3"),
+        ]
+        assert instant('stddev(sum by (app) (bytes_over_time({app=~"a|b"}[1m])))') == [({}, "0.5")]
+        assert instant(f"bottomk(5, {per_app})")[0][1] == "2"

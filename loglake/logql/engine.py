@@ -307,12 +307,16 @@ class QueryEngine:
     # ---- metric queries ---------------------------------------------------------------------------------------
 
     def _metric(self, tenant: str, expr: qp.MetricQuery, grid: StepGrid, stats: QueryStats) -> list[dict[str, Any]]:
-        if isinstance(expr, qp.VectorAgg):
+        return _to_series(self._eval(tenant, expr, grid, stats), grid)
+
+    def _eval(self, tenant: str, expr: qp.MetricQuery, grid: StepGrid, stats: QueryStats) -> _SeriesMatrix:
+        """Evaluate a metric expression at every step of the grid."""
+        if isinstance(expr, qp.RangeAgg):
+            return self._range_agg(tenant, expr, grid, stats, None)
+        if expr.op == "sum" and isinstance(expr.inner, qp.RangeAgg):
             # sum of counts, bytes and rates is linear: add straight into the output groups.
-            pushdown = expr if expr.op == "sum" else None
-            inner = self._range_agg(tenant, expr.inner, grid, stats, pushdown)
-            return _to_series(inner, grid) if pushdown else _aggregate(expr, inner, grid)
-        return _to_series(self._range_agg(tenant, expr, grid, stats, None), grid)
+            return self._range_agg(tenant, expr.inner, grid, stats, expr)
+        return _aggregate(expr, self._eval(tenant, expr.inner, grid, stats))
 
     def _range_agg(
         self, tenant: str, r: qp.RangeAgg, grid: StepGrid, stats: QueryStats, group_by: qp.VectorAgg | None
@@ -469,10 +473,16 @@ class _SeriesMatrix:
     labels: list[dict[str, str]]
     values: np.ndarray
     present: np.ndarray
+    ordered: bool = False  # keep this order in the answer (sort, sort_desc, topk, bottomk)
 
 
-def _aggregate(agg: qp.VectorAgg, inner: _SeriesMatrix, grid: StepGrid) -> list[dict[str, Any]]:
-    """Apply sum/count/avg/min/max with by/without over the inner series at every step."""
+def _aggregate(agg: qp.VectorAgg, inner: _SeriesMatrix) -> _SeriesMatrix:
+    """Apply a vector aggregation with by/without over the inner series at every step."""
+    if agg.op in ("topk", "bottomk"):
+        return _top_k(agg, inner)
+    if agg.op in ("sort", "sort_desc"):
+        order = _value_order(inner, descending=agg.op == "sort_desc")
+        return _SeriesMatrix([inner.labels[i] for i in order], inner.values[order], inner.present[order], True)
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for i, labels in enumerate(inner.labels):
         groups.setdefault(_group_key(labels, agg.grouping, agg.without), []).append(i)
@@ -480,25 +490,62 @@ def _aggregate(agg: qp.VectorAgg, inner: _SeriesMatrix, grid: StepGrid) -> list[
     for key, members in groups.items():
         vals = inner.values[members]
         pres = inner.present[members]
-        present = pres.any(axis=0)
+        count = pres.sum(axis=0)
+        total = np.where(pres, vals, 0).sum(axis=0)
+        mean = total / np.maximum(count, 1)
         if agg.op == "sum":
-            v = np.where(pres, vals, 0).sum(axis=0)
+            v = total
         elif agg.op == "count":
-            v = pres.sum(axis=0).astype(np.float64)
+            v = count.astype(np.float64)
         elif agg.op == "avg":
-            v = np.where(pres, vals, 0).sum(axis=0) / np.maximum(pres.sum(axis=0), 1)
+            v = mean
         elif agg.op == "min":
             v = np.where(pres, vals, np.inf).min(axis=0)
         elif agg.op == "max":
             v = np.where(pres, vals, -np.inf).max(axis=0)
+        elif agg.op in ("stddev", "stdvar"):
+            # Population variance over the series present at each step, as Prometheus computes it.
+            v = np.where(pres, (vals - mean) ** 2, 0).sum(axis=0) / np.maximum(count, 1)
+            if agg.op == "stddev":
+                v = np.sqrt(v)
         else:
             raise QueryError(400, f"vector aggregation {agg.op} is not supported yet")
         out_labels.append(dict(key))
         out_values.append(v)
-        out_present.append(present)
+        out_present.append(count > 0)
+    steps = inner.values.shape[1] if inner.values.ndim == 2 else 0
     if not out_labels:
-        return []
-    return _to_series(_SeriesMatrix(out_labels, np.array(out_values), np.array(out_present)), grid)
+        return _SeriesMatrix([], np.zeros((0, steps)), np.zeros((0, steps), dtype=bool))
+    return _SeriesMatrix(out_labels, np.array(out_values), np.array(out_present))
+
+
+def _top_k(agg: qp.VectorAgg, inner: _SeriesMatrix) -> _SeriesMatrix:
+    """Keep, at each step and in each group, the k series with the largest (topk) or smallest values."""
+    k = agg.param
+    present = np.zeros_like(inner.present)
+    if k > 0:
+        groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for i, labels in enumerate(inner.labels):
+            groups.setdefault(_group_key(labels, agg.grouping, agg.without), []).append(i)
+        sign = -1.0 if agg.op == "topk" else 1.0
+        for members in groups.values():
+            idx = np.array(members)
+            key = np.where(inner.present[idx], sign * inner.values[idx], np.inf)
+            ranks = np.argsort(np.argsort(key, axis=0, kind="stable"), axis=0, kind="stable")
+            present[idx] = inner.present[idx] & (ranks < k)
+    order = _value_order(_SeriesMatrix(inner.labels, inner.values, present), descending=agg.op == "topk")
+    return _SeriesMatrix([inner.labels[i] for i in order], inner.values[order], present[order], True)
+
+
+def _value_order(m: _SeriesMatrix, descending: bool) -> np.ndarray:
+    """Order series by their value at the last step where any is present (an instant query's only step)."""
+    if not len(m.labels):
+        return np.zeros(0, dtype=np.int64)
+    last = m.values[:, -1] if m.values.shape[1] else np.zeros(len(m.labels))
+    key = np.where(m.present[:, -1], last, np.nan) if m.values.shape[1] else last
+    key = np.where(np.isnan(key), -np.inf if descending else np.inf, key)
+    order = np.argsort(-key if descending else key, kind="stable")
+    return order
 
 
 def _to_series(m: _SeriesMatrix, grid: StepGrid) -> list[dict[str, Any]]:
@@ -509,7 +556,8 @@ def _to_series(m: _SeriesMatrix, grid: StepGrid) -> list[dict[str, Any]]:
         if len(idx) == 0:
             continue
         out.append({"metric": labels, "values": [[times[j], format_value(float(vals[j]))] for j in idx.tolist()]})
-    out.sort(key=lambda s: sorted(s["metric"].items()))
+    if not m.ordered:
+        out.sort(key=lambda s: sorted(s["metric"].items()))
     return out
 
 

@@ -16,7 +16,7 @@ __all__ = ["LogQuery", "MetricQuery", "RangeAgg", "VectorAgg", "format_query", "
 
 # What this engine runs so far; the rest of LogQL parses but answers 400 until the pipeline engine lands.
 _RANGE_FUNCS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate")
-_VECTOR_OPS = ("sum", "count", "min", "max", "avg")
+_VECTOR_OPS = ("sum", "count", "min", "max", "avg", "stddev", "stdvar", "topk", "bottomk", "sort", "sort_desc")
 
 
 @dataclass
@@ -40,12 +40,13 @@ class RangeAgg:
 
 @dataclass
 class VectorAgg:
-    """`op by/without (labels) (inner)`."""
+    """`op by/without (labels) ([param,] inner)`; the inner expression is any metric query."""
 
     op: str
-    inner: RangeAgg
+    inner: RangeAgg | VectorAgg
     grouping: list[str] | None = None
     without: bool = False
+    param: int = 0
 
 
 MetricQuery = RangeAgg | VectorAgg
@@ -63,12 +64,15 @@ def parse(text: str) -> LogQuery | MetricQuery:
         raise QueryError(400, str(exc)) from None
     if isinstance(expr, ast.LogSelectorExpr):
         return _log_query(expr)
+    return _metric(expr)
+
+
+def _metric(expr: ast.Expr) -> MetricQuery:
     if isinstance(expr, ast.RangeAggregation):
         return _range_agg(expr)
     if isinstance(expr, ast.VectorAggregation) and expr.operation in _VECTOR_OPS:
-        if isinstance(expr.expr, ast.RangeAggregation):
-            g = expr.grouping
-            return VectorAgg(expr.operation, _range_agg(expr.expr), list(g.labels), g.without)
+        g = expr.grouping
+        return VectorAgg(expr.operation, _metric(expr.expr), list(g.labels), g.without, expr.param)
     raise _unsupported(expr)
 
 
