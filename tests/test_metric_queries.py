@@ -113,3 +113,38 @@ def test_nested_aggregations_topk_sort_and_stddev(server) -> None:
         ]
         assert instant('stddev(sum by (app) (bytes_over_time({app=~"a|b"}[1m])))') == [({}, "0.5")]
         assert instant(f"bottomk(5, {per_app})")[0][1] == "2"
+
+
+def test_binary_operators_scalars_vector_and_label_replace(server) -> None:
+    _push_sample(server)
+    with server.client() as c:
+
+        def instant(q: str) -> dict:
+            r = c.get("/loki/api/v1/query", params={"query": q, "time": str(T0 + 60 * 10**9)})
+            assert r.status_code == 200, r.text
+            return r.json()["data"]
+
+        per_app = 'sum by (app) (bytes_over_time({app=~"a|b"}[1m]))'
+        assert instant("1 + 2 * 3") == {"resultType": "scalar", "result": [T0 // 10**9 + 60, "7"], "stats": ANY}
+        assert _vector(instant(f"{per_app} * 2")) == {(("app", "a"),): "6", (("app", "b"),): "8"}
+        assert _vector(instant(f"{per_app} > 3")) == {(("app", "b"),): "4"}
+        assert _vector(instant(f"{per_app} > bool 3")) == {(("app", "a"),): "0", (("app", "b"),): "1"}
+        assert _vector(instant(f"{per_app} / 0")) == {(("app", "a"),): "NaN", (("app", "b"),): "NaN"}
+        ratio = f'{per_app} / on (app) sum by (app) (count_over_time({{app=~"a|b"}}[1m]))'
+        assert _vector(instant(ratio)) == {(("app", "a"),): "1.5", (("app", "b"),): "2"}
+        assert _vector(instant('sum(count_over_time({app="none"}[1m])) or vector(0)')) == {(): "0"}
+        replaced = f'label_replace({per_app}, "short", "$1", "app", "(.)")'
+        assert set(_vector(instant(replaced))) == {(("app", "a"), ("short", "a")), (("app", "b"), ("short", "b"))}
+
+
+class _Any:
+    def __eq__(self, other: object) -> bool:
+        return True
+
+
+ANY = _Any()
+
+
+def _vector(data: dict) -> dict:
+    assert data["resultType"] == "vector"
+    return {tuple(sorted(s["metric"].items())): s["value"][1] for s in data["result"]}

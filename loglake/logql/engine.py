@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -16,6 +15,7 @@ from loglake.logql.errors import QueryError
 from loglake.logql.pipeline import LabelView, label_filter_mask
 from loglake.logql.printer import go_duration
 from loglake.logql.results import QueryStats, format_ts, format_value, streams_result
+from loglake.logql.series import SeriesMatrix, binary, label_replace
 from loglake.logql.windows import StepGrid, step_span, window_sums
 from loglake.model import LabelMatcher, LabelSet
 from loglake.store.store import Piece
@@ -91,7 +91,15 @@ class QueryEngine:
                 "please change your query to a range query type",
             )
         stats = self._stats()
-        series = self._check_series(self._metric(tenant, parsed, StepGrid(at, at, 0), stats))
+        grid = StepGrid(at, at, 0)
+        matrix = self._eval(tenant, parsed, grid, stats)
+        if matrix.scalar:
+            return {
+                "resultType": "scalar",
+                "result": [format_ts(at), format_value(float(matrix.values[0][0]))],
+                "stats": stats.to_json(),
+            }
+        series = self._check_series(_to_series(matrix, grid))
         vector = [{"metric": s["metric"], "value": s["values"][0]} for s in series if s["values"]]
         return {"resultType": "vector", "result": vector, "stats": stats.to_json()}
 
@@ -309,10 +317,21 @@ class QueryEngine:
     def _metric(self, tenant: str, expr: qp.MetricQuery, grid: StepGrid, stats: QueryStats) -> list[dict[str, Any]]:
         return _to_series(self._eval(tenant, expr, grid, stats), grid)
 
-    def _eval(self, tenant: str, expr: qp.MetricQuery, grid: StepGrid, stats: QueryStats) -> _SeriesMatrix:
+    def _eval(self, tenant: str, expr: qp.MetricQuery, grid: StepGrid, stats: QueryStats) -> SeriesMatrix:
         """Evaluate a metric expression at every step of the grid."""
         if isinstance(expr, qp.RangeAgg):
             return self._range_agg(tenant, expr, grid, stats, None)
+        if isinstance(expr, qp.Literal):
+            return SeriesMatrix.constant(expr.value, grid.count, scalar=True)
+        if isinstance(expr, qp.VectorOf):
+            return SeriesMatrix.constant(expr.value, grid.count, scalar=False)
+        if isinstance(expr, qp.BinOp):
+            left = self._eval(tenant, expr.left, grid, stats)
+            right = self._eval(tenant, expr.right, grid, stats)
+            return binary(expr.op, left, right, expr.return_bool, expr.card, expr.on, expr.labels, expr.include)
+        if isinstance(expr, qp.LabelReplace):
+            inner = self._eval(tenant, expr.inner, grid, stats)
+            return label_replace(inner, expr.dst, expr.replacement, expr.src, expr.regex)
         if expr.op == "sum" and isinstance(expr.inner, qp.RangeAgg):
             # sum of counts, bytes and rates is linear: add straight into the output groups.
             return self._range_agg(tenant, expr.inner, grid, stats, expr)
@@ -320,7 +339,7 @@ class QueryEngine:
 
     def _range_agg(
         self, tenant: str, r: qp.RangeAgg, grid: StepGrid, stats: QueryStats, group_by: qp.VectorAgg | None
-    ) -> _SeriesMatrix:
+    ) -> SeriesMatrix:
         """Evaluate a range aggregation at every step, piece by piece, into per-series (or per-group) rows."""
         times = grid.times()
         start = int(times[0]) - r.range_ns - r.offset_ns + 1
@@ -346,7 +365,7 @@ class QueryEngine:
         sums, counts = acc.result(len(registry.labels))
         if r.func in ("rate", "bytes_rate"):
             sums = sums / (r.range_ns / NS)
-        return _SeriesMatrix(registry.labels, sums, counts > 0)
+        return SeriesMatrix(registry.labels, sums, counts > 0)
 
 
 def _top(rows: pa.Table, limit: int, backward: bool) -> pa.Table:
@@ -466,23 +485,13 @@ def _group_key(labels: dict[str, str], grouping: list[str] | None, without: bool
     return tuple(sorted((k, v) for k, v in labels.items() if k in (grouping or ())))
 
 
-@dataclass
-class _SeriesMatrix:
-    """Per-series values at each step; `present` marks steps that have a value."""
-
-    labels: list[dict[str, str]]
-    values: np.ndarray
-    present: np.ndarray
-    ordered: bool = False  # keep this order in the answer (sort, sort_desc, topk, bottomk)
-
-
-def _aggregate(agg: qp.VectorAgg, inner: _SeriesMatrix) -> _SeriesMatrix:
+def _aggregate(agg: qp.VectorAgg, inner: SeriesMatrix) -> SeriesMatrix:
     """Apply a vector aggregation with by/without over the inner series at every step."""
     if agg.op in ("topk", "bottomk"):
         return _top_k(agg, inner)
     if agg.op in ("sort", "sort_desc"):
         order = _value_order(inner, descending=agg.op == "sort_desc")
-        return _SeriesMatrix([inner.labels[i] for i in order], inner.values[order], inner.present[order], True)
+        return SeriesMatrix([inner.labels[i] for i in order], inner.values[order], inner.present[order], True)
     groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
     for i, labels in enumerate(inner.labels):
         groups.setdefault(_group_key(labels, agg.grouping, agg.without), []).append(i)
@@ -515,11 +524,11 @@ def _aggregate(agg: qp.VectorAgg, inner: _SeriesMatrix) -> _SeriesMatrix:
         out_present.append(count > 0)
     steps = inner.values.shape[1] if inner.values.ndim == 2 else 0
     if not out_labels:
-        return _SeriesMatrix([], np.zeros((0, steps)), np.zeros((0, steps), dtype=bool))
-    return _SeriesMatrix(out_labels, np.array(out_values), np.array(out_present))
+        return SeriesMatrix([], np.zeros((0, steps)), np.zeros((0, steps), dtype=bool))
+    return SeriesMatrix(out_labels, np.array(out_values), np.array(out_present))
 
 
-def _top_k(agg: qp.VectorAgg, inner: _SeriesMatrix) -> _SeriesMatrix:
+def _top_k(agg: qp.VectorAgg, inner: SeriesMatrix) -> SeriesMatrix:
     """Keep, at each step and in each group, the k series with the largest (topk) or smallest values."""
     k = agg.param
     present = np.zeros_like(inner.present)
@@ -533,11 +542,11 @@ def _top_k(agg: qp.VectorAgg, inner: _SeriesMatrix) -> _SeriesMatrix:
             key = np.where(inner.present[idx], sign * inner.values[idx], np.inf)
             ranks = np.argsort(np.argsort(key, axis=0, kind="stable"), axis=0, kind="stable")
             present[idx] = inner.present[idx] & (ranks < k)
-    order = _value_order(_SeriesMatrix(inner.labels, inner.values, present), descending=agg.op == "topk")
-    return _SeriesMatrix([inner.labels[i] for i in order], inner.values[order], present[order], True)
+    order = _value_order(SeriesMatrix(inner.labels, inner.values, present), descending=agg.op == "topk")
+    return SeriesMatrix([inner.labels[i] for i in order], inner.values[order], present[order], True)
 
 
-def _value_order(m: _SeriesMatrix, descending: bool) -> np.ndarray:
+def _value_order(m: SeriesMatrix, descending: bool) -> np.ndarray:
     """Order series by their value at the last step where any is present (an instant query's only step)."""
     if not len(m.labels):
         return np.zeros(0, dtype=np.int64)
@@ -548,7 +557,7 @@ def _value_order(m: _SeriesMatrix, descending: bool) -> np.ndarray:
     return order
 
 
-def _to_series(m: _SeriesMatrix, grid: StepGrid) -> list[dict[str, Any]]:
+def _to_series(m: SeriesMatrix, grid: StepGrid) -> list[dict[str, Any]]:
     times = [format_ts(int(t)) for t in grid.times()]
     out = []
     for labels, vals, pres in zip(m.labels, m.values, m.present, strict=True):

@@ -43,13 +43,52 @@ class VectorAgg:
     """`op by/without (labels) ([param,] inner)`; the inner expression is any metric query."""
 
     op: str
-    inner: RangeAgg | VectorAgg
+    inner: MetricQuery
     grouping: list[str] | None = None
     without: bool = False
     param: int = 0
 
 
-MetricQuery = RangeAgg | VectorAgg
+@dataclass
+class Literal:
+    """A number: a scalar at every step."""
+
+    value: float
+
+
+@dataclass
+class VectorOf:
+    """`vector(n)`: one series without labels, n at every step."""
+
+    value: float
+
+
+@dataclass
+class BinOp:
+    """`left op [bool] [on|ignoring (...)] [group_left|group_right (...)] right`."""
+
+    op: str
+    left: MetricQuery
+    right: MetricQuery
+    return_bool: bool
+    card: str  # "one-to-one", "many-to-one" (group_left), "one-to-many" (group_right)
+    on: bool
+    labels: tuple[str, ...]
+    include: tuple[str, ...]
+
+
+@dataclass
+class LabelReplace:
+    """`label_replace(inner, dst, replacement, src, regex)`."""
+
+    inner: MetricQuery
+    dst: str
+    replacement: str
+    src: str
+    regex: str
+
+
+MetricQuery = RangeAgg | VectorAgg | Literal | VectorOf | BinOp | LabelReplace
 
 
 def _unsupported(expr: ast.Expr | str) -> QueryError:
@@ -73,6 +112,17 @@ def _metric(expr: ast.Expr) -> MetricQuery:
     if isinstance(expr, ast.VectorAggregation) and expr.operation in _VECTOR_OPS:
         g = expr.grouping
         return VectorAgg(expr.operation, _metric(expr.expr), list(g.labels), g.without, expr.param)
+    if isinstance(expr, ast.LiteralExpr):
+        return Literal(expr.value)
+    if isinstance(expr, ast.VectorExpr):
+        return VectorOf(expr.value)
+    if isinstance(expr, ast.BinOpExpr):
+        m = expr.matching
+        return BinOp(
+            expr.op, _metric(expr.left), _metric(expr.right), expr.return_bool, m.card, m.on, m.labels, m.include
+        )
+    if isinstance(expr, ast.LabelReplaceExpr):
+        return LabelReplace(_metric(expr.expr), expr.dst, expr.replacement, expr.src, expr.regex)
     raise _unsupported(expr)
 
 
