@@ -148,3 +148,21 @@ ANY = _Any()
 def _vector(data: dict) -> dict:
     assert data["resultType"] == "vector"
     return {tuple(sorted(s["metric"].items())): s["value"][1] for s in data["result"]}
+
+
+def test_absent_over_time_marks_steps_without_data(server) -> None:
+    _push_sample(server)
+    with server.client() as c:
+        r = c.get(
+            "/loki/api/v1/query_range",
+            params={
+                "query": 'absent_over_time({app="a", x=~".*"}[1m])',
+                "start": str(T0),
+                "end": str(T0 + 180 * 10**9),
+                "step": "60s",
+            },
+        )
+        (series,) = r.json()["data"]["result"]
+        assert series["metric"] == {"app": "a"}, "labelled by the selector's equality matchers"
+        # data at T0+1ns, T0+2ns and T0+61s: windows ending at T0+60s and T0+120s hold some
+        assert series["values"] == [[T0 // 10**9, "1"], [T0 // 10**9 + 180, "1"]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,7 +18,7 @@ from loglake.logql.printer import go_duration
 from loglake.logql.results import QueryStats, format_ts, format_value, streams_result
 from loglake.logql.series import SeriesMatrix, binary, label_replace
 from loglake.logql.windows import StepGrid, step_span, window_sums
-from loglake.model import LabelMatcher, LabelSet
+from loglake.model import LabelMatcher, LabelSet, MatchOp
 from loglake.store.store import Piece
 
 NS = 1_000_000_000
@@ -319,6 +320,8 @@ class QueryEngine:
 
     def _eval(self, tenant: str, expr: qp.MetricQuery, grid: StepGrid, stats: QueryStats) -> SeriesMatrix:
         """Evaluate a metric expression at every step of the grid."""
+        if isinstance(expr, qp.RangeAgg) and expr.func == "absent_over_time":
+            return self._absent(tenant, expr, grid, stats)
         if isinstance(expr, qp.RangeAgg):
             return self._range_agg(tenant, expr, grid, stats, None)
         if isinstance(expr, qp.Literal):
@@ -336,6 +339,17 @@ class QueryEngine:
             # sum of counts, bytes and rates is linear: add straight into the output groups.
             return self._range_agg(tenant, expr.inner, grid, stats, expr)
         return _aggregate(expr, self._eval(tenant, expr.inner, grid, stats))
+
+    def _absent(self, tenant: str, r: qp.RangeAgg, grid: StepGrid, stats: QueryStats) -> SeriesMatrix:
+        """1 at the steps whose window holds no entry, labelled with the selector's equality matchers."""
+        counting = replace(r, func="count_over_time")
+        total = self._range_agg(tenant, counting, grid, stats, qp.VectorAgg("sum", counting, []))
+        has_data = total.present.any(axis=0) if total.labels else np.zeros(grid.count, dtype=bool)
+        labels: dict[str, str] = {}
+        for m in r.query.matchers:
+            if m.op == MatchOp.EQ:
+                labels.setdefault(m.name, m.value)
+        return SeriesMatrix([labels], np.ones((1, grid.count)), ~has_data.reshape(1, -1))
 
     def _range_agg(
         self, tenant: str, r: qp.RangeAgg, grid: StepGrid, stats: QueryStats, group_by: qp.VectorAgg | None

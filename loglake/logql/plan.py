@@ -15,7 +15,7 @@ from loglake.model import LabelMatcher
 __all__ = ["LogQuery", "MetricQuery", "RangeAgg", "VectorAgg", "format_query", "line_filter_mask", "parse"]
 
 # What this engine runs so far; the rest of LogQL parses but answers 400 until the pipeline engine lands.
-_RANGE_FUNCS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate")
+_RANGE_FUNCS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate", "absent_over_time")
 _VECTOR_OPS = ("sum", "count", "min", "max", "avg", "stddev", "stdvar", "topk", "bottomk", "sort", "sort_desc")
 
 
