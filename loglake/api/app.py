@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -29,6 +30,8 @@ from loglake.store.store import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "fake"
+REQUEST_BODY_TOO_LARGE = "request_body_too_large"
+END_BEFORE_START = "end timestamp must not be before or equal to start time"
 
 
 class ApiError(Exception):
@@ -172,15 +175,22 @@ class LoglakeApp:
     async def push(self, request: Request) -> Response:
         """Accept a push in Loki's protobuf or JSON format; answer only once the entries are durable."""
         tenant = self.tenant(request)
-        body = await self.read_body(request)
+        try:
+            body = await self.read_body(request)
+        except ApiError as exc:
+            declared = request.headers.get("content-length", "")
+            # As Loki, a body refused for its size counts its declared (compressed) bytes as discarded.
+            if exc.status == 413 and declared.isdigit():
+                self.metrics.discarded_bytes.labels(REQUEST_BODY_TOO_LARGE, tenant).inc(int(declared))
+            raise
         ctype = request.headers.get("content-type")
         cenc = request.headers.get("content-encoding")
         result = await run_in_threadpool(self._decode_and_validate, body, ctype, cenc, tenant)
         for reason, (lines, nbytes) in result.discarded.items():
             self.metrics.discarded_samples.labels(reason, tenant).inc(lines)
             self.metrics.discarded_bytes.labels(reason, tenant).inc(nbytes)
-        if result.status == 429:
-            raise ApiError(429, result.message or "\n".join(result.errors))
+        # Store what passed even when the answer is an error: as Loki, a 400 or a stream-limit 429 for some
+        # streams does not drop the valid streams pushed with them.
         if result.batch is not None and len(result.batch):
             batch = result.batch
             stored = await asyncio.wrap_future(self.store.append(batch))
@@ -211,16 +221,9 @@ class LoglakeApp:
         """Run a log or metric query over a time range."""
         tenant = self.tenant(request)
         p = await self.form(request)
-        query = p.get("query", "")
-        start, end = qparams.time_range(p)
-        if end < start:
-            raise ApiError(400, "end timestamp must not be before or equal to start time")
-        limit = qparams.parse_limit(p.get("limit"))
-        direction = qparams.parse_direction(p.get("direction"))
-        step = qparams.parse_step_ns(p.get("step"), start, end)
-        interval = qparams.parse_duration_ns(p["interval"]) if p.get("interval") else 0
+        r = _range_query(p)
         data = await run_in_threadpool(
-            self.engine.query_range, tenant, query, start, end, step, interval, limit, direction
+            self.engine.query_range, tenant, r.query, r.start, r.end, r.step, r.interval, r.limit, r.direction
         )
         return success(data)
 
@@ -264,8 +267,8 @@ class LoglakeApp:
         """Return streams, chunks, entries and bytes of the streams a selector matches (no envelope, as Loki)."""
         tenant = self.tenant(request)
         p = await self.form(request)
-        start, end = qparams.time_range(p)
-        stats = await run_in_threadpool(self.engine.index_stats, tenant, p.get("query", ""), start, end)
+        r = _range_query(p)
+        stats = await run_in_threadpool(self.engine.index_stats, tenant, r.query, r.start, r.end)
         return json_response(stats)
 
     async def index_volume(self, request: Request) -> Response:
@@ -273,11 +276,14 @@ class LoglakeApp:
         tenant = self.tenant(request)
         p = await self.form(request)
         start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
+        if end < start:
+            raise ApiError(400, END_BEFORE_START)
         limit = qparams.parse_limit(p.get("limit"), 100)
         targets = [t for t in p.get("targetLabels", "").split(",") if t]
         grid = None
         if request.url.path.endswith("volume_range"):
             step = qparams.parse_step_ns(p.get("step"), start, end)
+            qparams.check_step(step, start, end)
             grid = StepGrid((start // step) * step, -((-end) // step) * step, step)
         data = await run_in_threadpool(
             self.engine.volume,
@@ -334,6 +340,32 @@ class LoglakeApp:
         """Write the heads to blocks now (Loki's `/flush`), answering once done."""
         await run_in_threadpool(self.store.flush)
         return Response(status_code=204)
+
+
+@dataclass(frozen=True)
+class RangeQueryParams:
+    """A range query's parameters, checked as Loki's ParseRangeQuery checks them."""
+
+    query: str
+    start: int
+    end: int
+    limit: int
+    direction: str
+    step: int
+    interval: int
+
+
+def _range_query(p: dict[str, str]) -> RangeQueryParams:
+    """Parse and check range-query parameters in Loki's order, so the first error is the one Loki reports."""
+    start, end = qparams.time_range(p)
+    if end < start:
+        raise ApiError(400, END_BEFORE_START)
+    limit = qparams.parse_limit(p.get("limit"))
+    direction = qparams.parse_direction(p.get("direction"))
+    step = qparams.parse_step_ns(p.get("step"), start, end)
+    qparams.check_step(step, start, end)
+    interval = qparams.parse_interval_ns(p.get("interval"))
+    return RangeQueryParams(p.get("query", ""), start, end, limit, direction, step, interval)
 
 
 def _line_bytes(batch: Any) -> int:

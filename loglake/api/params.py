@@ -5,34 +5,17 @@ from __future__ import annotations
 import math
 import re
 import time
-from datetime import datetime
+from collections.abc import Callable
 
 from loglake.config import parse_duration
+from loglake.timestamps import parse_rfc3339_ns
 
 NS = 1_000_000_000
+MAX_POINTS_PER_SERIES = 11_000
 
 
 class ParamError(ValueError):
     """A query parameter that cannot be used; its text is the 400 answer."""
-
-
-_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?([Zz]|[+-]\d{2}:\d{2})\Z")
-
-
-def parse_rfc3339_ns(value: str) -> int | None:
-    """Return nanoseconds since the epoch for an RFC 3339 time (nanosecond precision kept), or None."""
-    m = _RFC3339.match(value)
-    if not m:
-        return None
-    year, month, day, hour, minute, second, frac, zone = m.groups()
-    try:
-        tz = "+00:00" if zone in ("Z", "z") else zone
-        base = datetime.fromisoformat(f"{year}-{month}-{day}T{hour}:{minute}:{second}{tz}")
-    except ValueError:
-        return None
-    seconds = int(base.timestamp())
-    nanos = int((frac or "").ljust(9, "0"))
-    return seconds * NS + nanos
 
 
 def parse_time(value: str | None, default_ns: int) -> int:
@@ -68,16 +51,48 @@ def parse_duration_ns(value: str) -> int:
     try:
         return parse_duration(value.strip())
     except ValueError:
-        raise ParamError(f'time: invalid duration "{value}"') from None
+        raise ParamError(f'not a valid duration string: "{value}"') from None
+
+
+def parse_seconds_or_duration_ns(value: str) -> int:
+    """Parse a float number of seconds or a duration (`step`, `interval`) into ns, as Loki does."""
+    if _is_float(value):
+        ns = float(value) * NS
+        if not -(2.0**63) <= ns < 2.0**63:
+            raise ParamError(f'cannot parse "{value}" to a valid duration. It overflows int64')
+        return int(ns)
+    try:
+        return parse_duration(value.strip())
+    except ValueError:
+        raise ParamError(f'cannot parse "{value}" to a valid duration') from None
 
 
 def parse_step_ns(value: str | None, start_ns: int, end_ns: int) -> int:
     """Parse a range query's `step` (a duration, or a bare number of seconds); default as Loki."""
     if value is None or value == "":
         return default_step_ns(start_ns, end_ns)
-    if _is_float(value):
-        return int(float(value) * NS)
-    return parse_duration_ns(value)
+    return parse_seconds_or_duration_ns(value)
+
+
+def check_step(step_ns: int, start_ns: int, end_ns: int) -> None:
+    """Refuse a step that is not positive or that gives more than 11,000 points per series, as Loki does."""
+    if step_ns <= 0:
+        raise ParamError("zero or negative query resolution step widths are not accepted. Try a positive integer")
+    if (end_ns - start_ns) // step_ns > MAX_POINTS_PER_SERIES:
+        raise ParamError(
+            "exceeded maximum resolution of 11,000 points per time series. Try increasing the value of the step "
+            "parameter"
+        )
+
+
+def parse_interval_ns(value: str | None) -> int:
+    """Parse a range query's `interval` (0 when absent); it may not be negative."""
+    if value is None or value == "":
+        return 0
+    interval = parse_seconds_or_duration_ns(value)
+    if interval < 0:
+        raise ParamError("interval must be >= 0")
+    return interval
 
 
 def default_step_ns(start_ns: int, end_ns: int) -> int:
@@ -87,12 +102,15 @@ def default_step_ns(start_ns: int, end_ns: int) -> int:
 
 
 def parse_limit(value: str | None, default: int = 100) -> int:
-    """Parse `limit` as Go's strconv.Atoi would."""
+    """Parse `limit` as Go's strconv.Atoi would; it must be positive."""
     if value is None or value == "":
         return default
     if not re.fullmatch(r"[+-]?\d+", value):
         raise ParamError(f'strconv.Atoi: parsing "{value}": invalid syntax')
-    return int(value)
+    limit = int(value)
+    if limit <= 0:
+        raise ParamError("limit must be a positive value")
+    return limit
 
 
 def parse_direction(value: str | None) -> str:
@@ -112,8 +130,17 @@ def now_ns() -> int:
 
 def time_range(params: dict[str, str], default_since_ns: int = 3600 * NS) -> tuple[int, int]:
     """Return (start, end) in ns from `start`/`end`/`since`, Loki's defaults: the last hour."""
-    end = parse_time(params.get("end"), now_ns())
-    since = params.get("since")
-    since_ns = parse_duration_ns(since) if since else default_since_ns
-    start = parse_time(params.get("start"), end - since_ns)
+    now = now_ns()
+    since_ns = _named("since", lambda v: parse_duration_ns(v) if v else default_since_ns, params.get("since"))
+    end = _named("end", lambda v: parse_time(v, now), params.get("end"))
+    # An end in the future does not move the default start past now, as in Loki.
+    start = _named("start", lambda v: parse_time(v, min(end, now) - since_ns), params.get("start"))
     return start, end
+
+
+def _named(name: str, parse: Callable[[str | None], int], value: str | None) -> int:
+    """Run `parse`, saying which parameter was wrong if it fails (Loki's wording)."""
+    try:
+        return parse(value)
+    except ParamError as exc:
+        raise ParamError(f"could not parse '{name}' parameter: {exc}") from None

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from loglake.model import METADATA_TYPE
+from loglake.timestamps import parse_rfc3339_ns
 
 try:
     from loglake.ingest import _pushdecode
@@ -336,8 +337,13 @@ def decode_json(body: bytes) -> DecodedPush:
     for si, stream in enumerate(streams):
         if not isinstance(stream, dict):
             raise PushDecodeError(f"invalid JSON push body: streams[{si}] must be an object, got {_kind(stream)}")
+        if "stream" not in stream and "values" not in stream and ("labels" in stream or "entries" in stream):
+            stream = _legacy_stream(stream, si)
         # A stream without "stream" has no labels (Loki then names its service unknown_service).
-        labels.append(_json_labels(stream["stream"], si) if "stream" in stream else [])
+        if "labels_text" in stream:
+            labels.append(stream["labels_text"])  # label-set text, parsed and checked by the validator
+        else:
+            labels.append(_json_labels(stream["stream"], si) if "stream" in stream else [])
         entries = stream.get("values")
         if entries is None:
             entries = []
@@ -393,6 +399,30 @@ def decode_json(body: bytes) -> DecodedPush:
             np.array(md_offsets, np.int32), pa.array(keys, pa.string()), pa.array(values, pa.string())
         )
     return DecodedPush(labels, np.array(counts, np.int64), ts_array, line_array, metadata)
+
+
+def _legacy_stream(stream: dict[str, Any], si: int) -> dict[str, Any]:
+    """Translate Loki's old JSON stream (`labels` text, `entries` of RFC 3339 `ts` and `line`) to the v1 shape."""
+    text = stream.get("labels", "{}")
+    if not isinstance(text, str):
+        raise PushDecodeError(f'invalid JSON push body: streams[{si}].labels must be label-set text like {{a="b"}}')
+    entries = stream.get("entries") or []
+    if not isinstance(entries, list):
+        raise PushDecodeError(f"invalid JSON push body: streams[{si}].entries must be an array")
+    values = []
+    for ei, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("ts"), str):
+            raise PushDecodeError(
+                f"invalid JSON push body: streams[{si}].entries[{ei}] must be an object "
+                '{"ts": "<RFC 3339 time>", "line": "<log line>"}'
+            )
+        ns = parse_rfc3339_ns(entry["ts"])
+        if ns is None:
+            raise PushDecodeError(
+                f"invalid JSON push body: streams[{si}].entries[{ei}].ts is not RFC 3339: {entry['ts']!r}"
+            )
+        values.append([str(ns), entry.get("line", "")])
+    return {"labels_text": text, "values": values}
 
 
 def _json_labels(stream: Any, si: int) -> list[tuple[str, str]]:
