@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loglake.logql import pipeline
 from loglake.logql import plan as qp
 from loglake.logql.errors import QueryError
-from loglake.logql.pipeline import LabelView, label_filter_mask
+from loglake.logql.pipeline import Frame, Hints, LabelView, label_filter_mask, make_hints, needs_line
 from loglake.logql.printer import go_duration
-from loglake.logql.results import QueryStats, format_ts, format_value, streams_result
+from loglake.logql.results import QueryStats, format_ts, format_value
 from loglake.logql.series import SeriesMatrix, binary, label_replace
 from loglake.logql.windows import StepGrid, step_span, window_sums
 from loglake.model import LabelMatcher, LabelSet, MatchOp
 from loglake.store.store import Piece
 
 NS = 1_000_000_000
+T = TypeVar("T")
 MAX_POINTS_PER_SERIES = 11_000
+METRIC_BATCH_ROWS = 128 * 1024  # metric queries read this many rows of a block at a time
 TIMEOUT_MESSAGE = (
     "request timed out, decrease the duration of the request or add more label matchers "
     "(prefer exact match over regex match) to reduce the amount of data processed"
@@ -42,7 +50,9 @@ class StoreReader(Protocol):
         self, tenant: str, stream_ids: np.ndarray, start: int, end: int, columns: list[str]
     ) -> list[pa.Table]: ...  # pragma: no cover
 
-    def pieces(self, tenant: str, stream_ids: np.ndarray, start: int, end: int) -> list[Piece]: ...  # pragma: no cover
+    def pieces(
+        self, tenant: str, stream_ids: np.ndarray, start: int, end: int, batch_rows: int = 0
+    ) -> list[Piece]: ...  # pragma: no cover
 
 
 class QueryEngine:
@@ -246,39 +256,64 @@ class QueryEngine:
             return self.store.all_streams(tenant, start, end)
         return self.store.match_streams(tenant, qp.parse_selector(query), start, end)
 
-    def _pieces(self, tenant: str, q: qp.LogQuery, start: int, end: int) -> tuple[dict[int, LabelSet], list[Piece]]:
+    def _pieces(
+        self, tenant: str, q: qp.LogQuery, start: int, end: int, batch_rows: int = 0
+    ) -> tuple[dict[int, LabelSet], list[Piece]]:
         streams = self.store.match_streams(tenant, q.matchers, start, end)
         ids = np.fromiter(streams, dtype=np.int64, count=len(streams))
-        return streams, self.store.pieces(tenant, ids, start, end)
+        return streams, self.store.pieces(tenant, ids, start, end, batch_rows)
 
-    def _load(
-        self, piece: Piece, q: qp.LogQuery, columns: list[str], stats: QueryStats, streams: dict[int, LabelSet]
-    ) -> pa.Table:
-        """Load a piece's rows and apply the query's line filters (giving up once the query's time is over)."""
+    def _frame(
+        self, piece: Piece, q: qp.LogQuery, stats: QueryStats, streams: dict[int, LabelSet], hints: Hints,
+        need_line: bool,
+    ) -> Frame:
+        """Load a piece's rows, run the query's pipeline over them and return what is kept, with labels."""
         if time.perf_counter() > stats.deadline:
             raise QueryError(504, TIMEOUT_MESSAGE)
-        extra = (["line"] if q.line_filters else []) + (["metadata"] if q.label_filters else [])
-        need = list(dict.fromkeys(["stream_id", "ts", *columns, *extra]))
-        rows = piece.load(need)
+        need_line = need_line or bool(q.line_filters) or needs_line(q.stages)
+        need_meta = bool(q.label_filters or q.stages) or not hints.no_labels
+        # Filters that run on load read their columns first; the other columns are read only if rows are left.
+        columns = ["stream_id", "ts"]
+        if q.line_filters:
+            columns.append("line")
+        if q.label_filters:
+            columns.append("metadata")
+        if not q.line_filters and not q.label_filters:
+            columns += ["metadata"] if need_meta else []
+            columns += ["line"] if need_line else []
+        late = [c for c, needed in (("metadata", need_meta), ("line", need_line)) if needed and c not in columns]
+        rows = piece.load(columns)
         n = rows.num_rows
-        nbytes = int(pc.sum(pc.binary_length(rows.column("line"))).as_py() or 0) if "line" in need else 0
-        stats.lines_processed += n
-        stats.bytes_processed += nbytes
-        if piece.in_head:
-            stats.head_lines += n
-            stats.head_bytes += nbytes
-        else:
-            stats.blocks_read += 1
+        with stats.lock:
+            stats.lines_processed += n
+            if piece.in_head:
+                stats.head_lines += n
+            else:
+                stats.blocks_read += 1
+        keep: np.ndarray | None = None
         if q.line_filters and n:
-            rows = rows.filter(pa.array(qp.line_filter_mask(q.line_filters, rows.column("line"))))
-        if q.label_filters and rows.num_rows:
+            keep = qp.line_filter_mask(q.line_filters, rows.column("line"))
+        if q.label_filters and n:
             view = LabelView(rows, streams)
-            keep = np.ones(rows.num_rows, dtype=bool)
+            keep = np.ones(n, dtype=bool) if keep is None else keep
             for f in q.label_filters:
                 keep &= label_filter_mask(f, view)
+        if late and (keep is None or keep.any()):
+            extra = piece.load(late)
+            for c in late:
+                rows = rows.append_column(c, extra.column(c))
+        if "line" in rows.column_names:
+            nbytes = int(pc.sum(pc.binary_length(rows.column("line"))).as_py() or 0)
+            with stats.lock:
+                stats.bytes_processed += nbytes
+                if piece.in_head:
+                    stats.head_bytes += nbytes
+        if keep is not None:
             rows = rows.filter(pa.array(keep))
-        stats.post_filter_lines += rows.num_rows
-        return rows.select([c for c in rows.column_names if c in columns or c in ("stream_id", "ts")])
+        frame = pipeline.run(Frame(rows, streams), q.stages, hints)
+        with stats.lock:
+            stats.post_filter_lines += frame.n
+        return frame
 
     def _log_query(
         self, tenant: str, q: qp.LogQuery, start: int, end: int, limit: int, direction: str, stats: QueryStats
@@ -290,28 +325,49 @@ class QueryEngine:
         streams, pieces = self._pieces(tenant, q, start, end)
         backward = direction == "backward"
         pieces.sort(key=lambda p: -p.max_ts if backward else p.min_ts)
-        columns = ["stream_id", "ts", "line", "metadata"]
+        frames: list[Frame] = []
         kept: list[pa.Table] = []
         kept_rows = 0
         bound: int | None = None
-        for piece in pieces:
+        load = partial(self._frame, q=q, stats=stats, streams=streams, hints=Hints(), need_line=True)
+        for piece, frame in _scan(pieces, load):
             if bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound):
                 break
-            rows = self._load(piece, q, columns, stats, streams)
-            if not rows.num_rows:
+            if not frame.n:
                 continue
+            rows = pa.table(
+                {
+                    "frame": np.full(frame.n, len(frames), dtype=np.int64),
+                    "row": np.arange(frame.n, dtype=np.int64),
+                    "stream_id": frame.sid,
+                    "ts": frame.ts,
+                }
+            )
+            frames.append(frame)
             kept.append(rows)
             kept_rows += rows.num_rows
             if kept_rows >= limit:
                 best = _top(pa.concat_tables(kept), limit, backward)
                 kept, kept_rows = [best], best.num_rows
-                edge = best.column("ts")[best.num_rows - 1].as_py()
-                bound = edge
+                bound = best.column("ts")[best.num_rows - 1].as_py()
         if not kept:
             return []
         picked = _top(pa.concat_tables(kept), limit, backward)
         stats.entries_returned += picked.num_rows
-        return streams_result(picked, streams, direction)
+        # Labels are worked out only for the entries returned.
+        registry = _Registry(None, False, False, keep_empty=True)
+        which = picked.column("frame").to_numpy()
+        rows_in = picked.column("row").to_numpy()
+        series = np.empty(picked.num_rows, dtype=np.int64)
+        lines: list[Any] = [None] * picked.num_rows
+        for f in np.unique(which).tolist():
+            at = np.flatnonzero(which == f)
+            sub = frames[f].take(rows_in[at])
+            series[at] = registry.targets(sub)
+            for i, line in zip(at.tolist(), sub.line.to_pylist() if sub.line is not None else [], strict=False):
+                lines[i] = line
+        out = pa.table({"series": series, "ts": picked.column("ts"), "line": pa.array(lines, pa.string())})
+        return _streams(out, registry.labels)
 
     # ---- metric queries ---------------------------------------------------------------------------------------
 
@@ -335,8 +391,8 @@ class QueryEngine:
         if isinstance(expr, qp.LabelReplace):
             inner = self._eval(tenant, expr.inner, grid, stats)
             return label_replace(inner, expr.dst, expr.replacement, expr.src, expr.regex)
-        if expr.op == "sum" and isinstance(expr.inner, qp.RangeAgg):
-            # sum of counts, bytes and rates is linear: add straight into the output groups.
+        if can_push_down(expr):
+            # Loki groups the samples of `sum by (...) (count_over_time(...))` and the like while extracting them.
             return self._range_agg(tenant, expr.inner, grid, stats, expr)
         return _aggregate(expr, self._eval(tenant, expr.inner, grid, stats))
 
@@ -354,32 +410,228 @@ class QueryEngine:
     def _range_agg(
         self, tenant: str, r: qp.RangeAgg, grid: StepGrid, stats: QueryStats, group_by: qp.VectorAgg | None
     ) -> SeriesMatrix:
-        """Evaluate a range aggregation at every step, piece by piece, into per-series (or per-group) rows."""
+        """Evaluate a range aggregation at every step, piece by piece, into per-series (or per-group) rows.
+
+        `group_by` is an outer `sum`'s grouping, pushed into the extraction as Loki does.
+        """
         times = grid.times()
         start = int(times[0]) - r.range_ns - r.offset_ns + 1
         end = int(times[-1]) - r.offset_ns + 1
-        streams, pieces = self._pieces(tenant, r.query, max(start, 0), end)
+        streams, pieces = self._pieces(tenant, r.query, max(start, 0), end, METRIC_BATCH_ROWS)
+        groups, without, no_labels = _extraction_grouping(r, group_by)
+        extra: list[str] = []
+        if r.unwrap is not None:
+            extra.append(r.unwrap.label)
+            for f in r.unwrap.post_filters:
+                extra.extend(pipeline.filter_names(f))
+        hints = make_hints(r.query.stages, extra, groups, without, no_labels)
         by_bytes = r.func in ("bytes_over_time", "bytes_rate")
-        columns = ["stream_id", "ts", "metadata", *(["line"] if by_bytes else [])]
-        registry = _SeriesRegistry(streams, group_by)
+        registry = _Registry(groups, without, no_labels)
+        summable = r.func in _SUMMABLE
         acc = _Accumulator(grid.count)
-        for piece in pieces:
-            rows = self._load(piece, r.query, columns, stats, streams)
-            if not rows.num_rows:
+        samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        def extract(piece: Piece) -> tuple[Frame, np.ndarray]:
+            frame = self._frame(piece, r.query, stats, streams, hints, need_line=by_bytes)
+            if r.unwrap is not None and frame.n:
+                return pipeline.unwrap(frame, r.unwrap)
+            if by_bytes and frame.line is not None:
+                return frame, pc.binary_length(frame.line).to_numpy(zero_copy_only=False).astype(np.float64)
+            return frame, np.ones(frame.n, dtype=np.float64)
+
+        for _, (frame, values) in _scan(pieces, extract):
+            if not frame.n:
                 continue
-            target = registry.targets(rows)
-            ts = rows.column("ts").to_numpy()
-            if by_bytes:
-                values = pc.binary_length(rows.column("line")).to_numpy(zero_copy_only=False).astype(np.float64)
+            _check_errors(frame)
+            target = registry.targets(frame)
+            if summable:
+                local, inverse = np.unique(target, return_inverse=True)
+                sums, counts = window_sums(
+                    inverse.reshape(-1), frame.ts, values, len(local), grid, r.range_ns, r.offset_ns
+                )
+                acc.add(local, sums, counts, len(registry.labels))
             else:
-                values = np.ones(len(ts), dtype=np.float64)
-            local, inverse = np.unique(target, return_inverse=True)
-            sums, counts = window_sums(inverse.reshape(-1), ts, values, len(local), grid, r.range_ns, r.offset_ns)
-            acc.add(local, sums, counts, len(registry.labels))
-        sums, counts = acc.result(len(registry.labels))
+                samples.append((target, frame.ts, values))
+        total = len(registry.labels)
+        if not summable:
+            values, present = _window_functions(r, samples, total, grid)
+            return SeriesMatrix(registry.labels, values, present)
+        sums, counts = acc.result(total)
+        seconds = r.range_ns / NS
+        if r.func == "count_over_time" or (r.func == "rate" and r.unwrap is None):
+            values = counts.astype(np.float64)
+        else:
+            values = sums
         if r.func in ("rate", "bytes_rate"):
-            sums = sums / (r.range_ns / NS)
-        return SeriesMatrix(registry.labels, sums, counts > 0)
+            values = values / seconds
+        elif r.func == "avg_over_time":
+            values = sums / np.maximum(counts, 1)
+        return SeriesMatrix(registry.labels, values, counts > 0)
+
+
+# Range functions whose value is a sum over the window (so pieces add up), and those an outer `sum` may group.
+_SUMMABLE = ("count_over_time", "rate", "bytes_over_time", "bytes_rate", "sum_over_time", "avg_over_time")
+_PUSHDOWN = ("count_over_time", "rate", "bytes_over_time", "bytes_rate", "sum_over_time")
+
+
+_POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="loglake-scan")
+
+
+def _scan(pieces: list[Piece], work: Callable[[Piece], T]) -> Iterator[tuple[Piece, T]]:
+    """Yield (piece, work(piece)) in order while the next pieces are worked on in parallel (Arrow, polars and numpy
+    release the GIL); pieces not yet started when the consumer stops are cancelled."""
+    ahead = 2 * (_POOL._max_workers or 2)
+    it = iter(pieces)
+    pending: deque[tuple[Piece, Future[T]]] = deque((p, _POOL.submit(work, p)) for p in itertools.islice(it, ahead))
+    try:
+        while pending:
+            piece, future = pending.popleft()
+            result = future.result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append((nxt, _POOL.submit(work, nxt)))
+            yield piece, result
+    finally:
+        for _, future in pending:
+            future.cancel()
+
+
+def can_push_down(agg: qp.VectorAgg) -> bool:
+    """Whether an outer vector aggregation's grouping goes into the range aggregation's extraction (Loki's rule)."""
+    inner = agg.inner
+    return agg.op == "sum" and isinstance(inner, qp.RangeAgg) and inner.grouping is None and inner.func in _PUSHDOWN
+
+
+def _extraction_grouping(r: qp.RangeAgg, outer: qp.VectorAgg | None) -> tuple[list[str] | None, bool, bool]:
+    """Return (groups, without, no_labels) for a range aggregation's samples, as Loki's extractor sets them."""
+    groups: list[str] | None = None
+    without = no_labels = False
+    chosen = r.grouping
+    if chosen is None and outer is not None:
+        chosen = (tuple(outer.grouping or ()), outer.without)
+    if chosen is not None:
+        groups, without = list(chosen[0]), chosen[1]
+        no_labels = not groups and not without
+    if r.func == "absent_over_time":
+        no_labels = True
+    if r.unwrap is not None and (not groups or without):
+        without = True
+        groups = sorted([*(groups or []), r.unwrap.label])
+    return groups, without, no_labels
+
+
+def _check_errors(frame: Frame) -> None:
+    """A metric query fails when a sample still carries `__error__` (Loki's pipeline error)."""
+    errored = frame.has_error()
+    if not errored.any():
+        return
+    row = int(np.flatnonzero(errored)[0])
+    labels = frame.labels_of(row)
+    err = labels.get("__error__", "")
+    text = "{" + ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}"
+    raise QueryError(
+        400,
+        f"pipeline error: '{err}' for series: '{text}'.\n"
+        f'Use a label filter to intentionally skip this error. (e.g | __error__!="{err}").\n'
+        'To skip all potential errors you can match empty errors.(e.g __error__="")\n'
+        'The label filter can also be specified after unwrap. (e.g | unwrap latency | __error__="" )\n',
+    )
+
+
+def _window_functions(
+    r: qp.RangeAgg, samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], total: int, grid: StepGrid
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate min/max/first/last/stddev/stdvar/quantile/rate_counter over each series' samples per step window."""
+    steps = grid.count
+    values = np.zeros((total, steps))
+    present = np.zeros((total, steps), dtype=bool)
+    if not samples:
+        return values, present
+    target = np.concatenate([s[0] for s in samples])
+    ts = np.concatenate([s[1] for s in samples])
+    vals = np.concatenate([s[2] for s in samples])
+    order = np.lexsort((ts, target))
+    target, ts, vals = target[order], ts[order], vals[order]
+    ends = grid.times() - r.offset_ns
+    bounds = np.searchsorted(target, np.arange(total + 1))
+    func = _WINDOW_FUNCS[r.func]
+    for s in range(total):
+        a, b = bounds[s], bounds[s + 1]
+        if a == b:
+            continue
+        t, v = ts[a:b], vals[a:b]
+        lo = np.searchsorted(t, ends - r.range_ns, side="right")
+        hi = np.searchsorted(t, ends, side="right")
+        for j in np.flatnonzero(hi > lo).tolist():
+            values[s, j] = func(t[lo[j] : hi[j]], v[lo[j] : hi[j]], int(ends[j]), r)
+            present[s, j] = True
+    return values, present
+
+
+def _quantile(v: np.ndarray, q: float) -> float:
+    if np.isnan(q):
+        return float("nan")
+    if q < 0:
+        return float("-inf")
+    if q > 1:
+        return float("inf")
+    ordered = np.sort(v)
+    rank = q * (len(ordered) - 1)
+    lower = max(0, int(np.floor(rank)))
+    upper = min(len(ordered) - 1, lower + 1)
+    weight = rank - np.floor(rank)
+    return float(ordered[lower] * (1 - weight) + ordered[upper] * weight)
+
+
+def _variance(v: np.ndarray) -> float:
+    return float(np.mean((v - v.mean()) ** 2))
+
+
+def _rate_counter(t: np.ndarray, v: np.ndarray, end: int, range_ns: int) -> float:
+    """Prometheus' extrapolated rate of a counter over the window ending at `end`."""
+    if len(v) < 2:
+        return 0.0
+    result = float(v[-1] - v[0])
+    drops = v[1:] < v[:-1]
+    result += float(v[:-1][drops].sum())
+    if v[0] < 0:
+        result += 0.0
+    to_start = (int(t[0]) - (end - range_ns)) / 1e9
+    to_end = (end - int(t[-1])) / 1e9
+    sampled = (int(t[-1]) - int(t[0])) / 1e9
+    if sampled == 0:
+        return 0.0
+    average = sampled / (len(v) - 1)
+    threshold = average * 1.1
+    if to_start >= threshold:
+        to_start = average / 2
+    to_zero = to_start
+    if result > 0 and v[0] >= 0:
+        to_zero = sampled * (v[0] / result)
+    to_start = min(to_start, to_zero)
+    if to_end >= threshold:
+        to_end = average / 2
+    result *= (sampled + to_start + to_end) / sampled
+    return result / (range_ns / NS)
+
+
+def _max(v: np.ndarray) -> float:
+    return float(np.nan if np.isnan(v).all() else np.nanmax(v))
+
+
+def _min(v: np.ndarray) -> float:
+    return float(np.nan if np.isnan(v).all() else np.nanmin(v))
+
+
+_WINDOW_FUNCS = {
+    "max_over_time": lambda t, v, end, r: _max(v),
+    "min_over_time": lambda t, v, end, r: _min(v),
+    "first_over_time": lambda t, v, end, r: float(v[0]),
+    "last_over_time": lambda t, v, end, r: float(v[-1]),
+    "stdvar_over_time": lambda t, v, end, r: _variance(v),
+    "stddev_over_time": lambda t, v, end, r: float(np.sqrt(_variance(v))),
+    "quantile_over_time": lambda t, v, end, r: _quantile(v, float(r.param if r.param is not None else 0)),
+    "rate_counter": lambda t, v, end, r: _rate_counter(t, v, end, r.range_ns),
+}
 
 
 def _top(rows: pa.Table, limit: int, backward: bool) -> pa.Table:
@@ -394,79 +646,64 @@ def _top(rows: pa.Table, limit: int, backward: bool) -> pa.Table:
     return rows.take(pa.array(order))
 
 
-class _SeriesRegistry:
-    """Gives every (stream, structured metadata) series a row number, or its output group's when pushed down."""
+def _streams(rows: pa.Table, labels: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """Group picked entries (already in output order) into result streams by their label set."""
+    series = rows.column("series").to_pylist()
+    tss = rows.column("ts").to_pylist()
+    lines = rows.column("line").to_pylist()
+    groups: dict[int, list[list[str]]] = {}
+    for s, ts, line in zip(series, tss, lines, strict=True):
+        values = groups.get(s)
+        if values is None:
+            values = groups[s] = []
+        values.append([str(ts), line if line is not None else ""])
+    out = [{"stream": dict(sorted(labels[s].items())), "values": v} for s, v in groups.items()]
+    out.sort(key=lambda st: list(st["stream"].items()))
+    return out
 
-    def __init__(self, streams: dict[int, LabelSet], group_by: qp.VectorAgg | None) -> None:
-        self.streams = streams
-        self.group_by = group_by
-        self.index: dict[tuple[int, int], int] = {}
+
+class _Registry:
+    """Numbers the label sets of samples or entries: by all labels, by `by` labels, or without some."""
+
+    def __init__(self, groups: list[str] | None, without: bool, no_labels: bool, keep_empty: bool = False) -> None:
+        self.names = [] if no_labels else groups
+        self.without = without and not no_labels
+        self.keep_empty = keep_empty
+        self.index: dict[tuple[tuple[str, str], ...], int] = {}
         self.labels: list[dict[str, str]] = []
-        self._groups: dict[tuple[tuple[str, str], ...], int] = {}
-        self._stream_targets: dict[int, int] = {}
+        self._by_stream: dict[int, int] = {}
 
-    def targets(self, rows: pa.Table) -> np.ndarray:
-        """Return each row's target row number, registering new series."""
-        n = rows.num_rows
-        sid = rows.column("stream_id").to_numpy()
-        meta = rows.column("metadata")
-        if self.group_by is not None and not self.group_by.without:
-            by_stream = self._targets_by_stream(sid, meta)
-            if by_stream is not None:
-                return by_stream
-        if meta.null_count < n:
-            meta_hash = pl.from_arrow(meta.combine_chunks()).hash().to_numpy().astype(np.int64)
-            meta_hash[~pc.is_valid(meta).to_numpy(zero_copy_only=False)] = 0
-        else:
-            meta_hash = np.zeros(n, dtype=np.int64)
-        keys = np.empty(n, dtype=[("sid", np.int64), ("meta", np.int64)])
-        keys["sid"] = sid
-        keys["meta"] = meta_hash
-        uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        out = np.empty(len(uniq), dtype=np.int64)
-        new = []
-        for j, (s, h) in enumerate(uniq.tolist()):
-            t = self.index.get((s, h))
+    def targets(self, frame: Frame) -> np.ndarray:
+        """Return each row's label-set number, registering new label sets."""
+        by = self.names if (self.names is not None and not self.without) else None
+        if frame.only_stream_labels(by):
+            return self._stream_targets(frame)
+        groups, first = frame.label_keys(by)
+        local = np.empty(len(first), dtype=np.int64)
+        for j, row in enumerate(first.tolist()):
+            local[j] = self._register(frame.labels_of(row, self.names, self.without))
+        return local[groups] if len(groups) else np.zeros(0, dtype=np.int64)
+
+    def _stream_targets(self, frame: Frame) -> np.ndarray:
+        """Targets when each row's labels are its stream's: one lookup per stream."""
+        uniq, first, inverse = np.unique(frame.sid, return_index=True, return_inverse=True)
+        local = np.empty(len(uniq), dtype=np.int64)
+        for j, (sid, row) in enumerate(zip(uniq.tolist(), first.tolist(), strict=True)):
+            t = self._by_stream.get(sid)
             if t is None:
-                new.append(j)
-            else:
-                out[j] = t
-        if new:
-            metas = meta.take(pa.array(first[new])).to_pylist()
-            for j, m in zip(new, metas, strict=True):
-                s, h = uniq[j].tolist()
-                labels = dict(self.streams[s])
-                if m:
-                    labels.update(dict(m))
-                out[j] = self.index[(s, h)] = self._register(labels)
-        return out[inverse.reshape(-1)]
-
-    def _targets_by_stream(self, sid: np.ndarray, meta: pa.ChunkedArray) -> np.ndarray | None:
-        """Targets from stream labels alone, when no grouping label occurs in this piece's structured metadata."""
-        grouping = set(self.group_by.grouping or ()) if self.group_by else set()
-        if meta.null_count < len(meta) and grouping:
-            keys = pc.unique(meta.combine_chunks().keys).to_pylist()
-            if grouping.intersection(keys):
-                return None
-        uniq, inverse = np.unique(sid, return_inverse=True)
-        out = np.empty(len(uniq), dtype=np.int64)
-        for j, s in enumerate(uniq.tolist()):
-            target = self._stream_targets.get(s)
-            if target is None:
-                target = self._stream_targets[s] = self._register(dict(self.streams[s]))
-            out[j] = target
-        return out[inverse.reshape(-1)]
+                t = self._by_stream[sid] = self._register(frame.labels_of(row, self.names, self.without))
+            local[j] = t
+        return local[inverse.reshape(-1)]
 
     def _register(self, labels: dict[str, str]) -> int:
-        if self.group_by is None:
+        if not self.keep_empty:
+            labels = {k: v for k, v in labels.items() if v != ""}
+        key = tuple(sorted(labels.items()))
+        t = self.index.get(key)
+        if t is None:
+            t = self.index[key] = len(self.labels)
             self.labels.append(labels)
-            return len(self.labels) - 1
-        key = _group_key(labels, self.group_by.grouping, self.group_by.without)
-        g = self._groups.get(key)
-        if g is None:
-            g = self._groups[key] = len(self.labels)
-            self.labels.append(dict(key))
-        return g
+        return t
 
 
 class _Accumulator:

@@ -1,60 +1,827 @@
-"""Pipeline stages over columns: each row's labels as lazily built columns, and label filters on them."""
+"""The log pipeline over columns: a Frame holds surviving rows and their labels; each stage maps a Frame to a Frame.
+
+Labels follow Loki's labels builder: stream labels, structured metadata and parsed labels (parsers and
+`label_format`), each a column with nulls where a row lacks the label; later categories hide earlier ones.
+`__error__` / `__error_details__` are two more columns. Per-row Python runs only for templates, on the rows
+that are left when the template stage runs.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from loglake.logql import ast
-from loglake.logql.linefilter import label_matcher_mask
+from loglake.logql.errors import QueryError
+from loglake.logql.lexer import DurationError, go_parse_float, parse_bytes, parse_go_duration
+from loglake.logql.linefilter import (
+    execution_order,
+    ip_label_matches,
+    label_matcher_mask,
+    line_filter_mask,
+    parse_ip_pattern,
+)
 from loglake.model import LabelSet
 
+ERROR = "__error__"
+ERROR_DETAILS = "__error_details__"
+EXTRACTED = "_extracted"
+_STR = pa.string()
 
-class LabelView:
-    """The labels of selected rows — stream labels overlaid with structured metadata — one column per name."""
+Item = ast.Stage | tuple[ast.LineFilter, ...]
+
+
+def _null(n: int) -> pa.Array:
+    return pa.nulls(n, _STR)
+
+
+def _as_str(a: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(a, pa.ChunkedArray):
+        a = a.combine_chunks()
+    return a if a.type == _STR else a.cast(_STR)
+
+
+def _mask(a: pa.Array | np.ndarray) -> np.ndarray:
+    if isinstance(a, np.ndarray):
+        return a
+    return a.to_numpy(zero_copy_only=False).astype(bool)
+
+
+def _set_where(old: pa.Array | None, new: pa.Array, where: np.ndarray | None, n: int) -> pa.Array:
+    """Return `new` where `where` (and `new` is not null), else `old`."""
+    if where is None:
+        if old is None:
+            return new
+        return pc.coalesce(new, old)
+    cond = pa.array(where)
+    base = old if old is not None else _null(n)
+    return pc.if_else(pc.and_(cond, pc.is_valid(new)), new, base)
+
+
+class Frame:
+    """Rows of one piece that are still in the pipeline, with their current line and labels as columns."""
 
     def __init__(self, rows: pa.Table, streams: dict[int, LabelSet]) -> None:
-        self.rows = rows
         self.streams = streams
-        self._columns: dict[str, pa.Array] = {}
+        self.n = rows.num_rows
+        self.sid = rows.column("stream_id").to_numpy()
+        self.ts = rows.column("ts").to_numpy()
+        self.line: pa.Array | None = _as_str(rows.column("line")) if "line" in rows.column_names else None
+        self.base_del: dict[str, np.ndarray] = {}
+        self._meta: dict[str, pa.Array] | None = None
+        self._meta_raw: pa.Array | None = None
+        self._meta_keys: set[str] | None = None
+        self.parsed: dict[str, pa.Array] = {}
+        self.err: pa.Array | None = None
+        self.err_details: pa.Array | None = None
+        self._base: dict[str, pa.Array] = {}
         self._sids: tuple[np.ndarray, np.ndarray] | None = None
+        if "metadata" in rows.column_names:
+            self._meta_raw = rows.column("metadata").combine_chunks()
 
-    def column(self, name: str) -> pa.Array:
-        """Return the value of label `name` for every row ("" where the row has no such label)."""
-        col = self._columns.get(name)
+    # ---- construction -----------------------------------------------------------------------------------
+
+    @property
+    def meta(self) -> dict[str, pa.Array]:
+        """Structured metadata as label columns (built on first use)."""
+        if self._meta is None:
+            self._meta = {}
+            raw, self._meta_raw = self._meta_raw, None
+            if raw is not None and len(raw) and raw.null_count < len(raw):
+                self._init_meta(raw)
+        return self._meta
+
+    def meta_keys(self) -> set[str]:
+        """The structured metadata names present in this frame."""
+        if self._meta is not None:
+            return {k for k, v in self._meta.items() if v.null_count < self.n}
+        if self._meta_keys is None:
+            raw = self._meta_raw
+            empty = raw is None or not len(raw) or raw.null_count == len(raw)
+            self._meta_keys = set() if empty else set(pc.unique(raw.keys).to_pylist())
+        return self._meta_keys
+
+    def only_stream_labels(self, names: Sequence[str] | None) -> bool:
+        """Say whether the label set (or the `names` among it) of every row is just its stream's."""
+        if self.parsed or self.err is not None or self.err_details is not None:
+            return False
+        if any(v.any() for v in self.base_del.values()):
+            return False
+        keys = self.meta_keys()
+        return not keys if names is None else not keys.intersection(names)
+
+    def _init_meta(self, meta: pa.Array) -> None:
+        keys = pc.unique(meta.keys).to_pylist()
+        for key in keys:
+            values = _as_str(pc.map_lookup(meta, pa.scalar(key), "first"))
+            clash = self.base_has(key)
+            if clash.any():
+                # Structured metadata named like a stream label joins as name_extracted (Loki's Add).
+                hit = pa.array(clash)
+                other = pc.if_else(hit, values, _null(self.n))
+                values = pc.if_else(hit, _null(self.n), values)
+                name = key + EXTRACTED
+                self.meta[name] = pc.coalesce(self.meta[name], other) if name in self.meta else other
+            if values.null_count < self.n:
+                self.meta[key] = pc.coalesce(self.meta[key], values) if key in self.meta else values
+
+    def _stream_index(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._sids is None:
+            uniq, inverse = np.unique(self.sid, return_inverse=True)
+            self._sids = (uniq, inverse.reshape(-1))
+        return self._sids
+
+    def stream_column(self, name: str) -> pa.Array:
+        """The value of stream label `name` per row (null where the stream lacks it), ignoring drops."""
+        col = self._base.get(name)
         if col is None:
-            col = self._columns[name] = self._build(name)
+            uniq, inverse = self._stream_index()
+            per = pa.array([dict(self.streams[s]).get(name) for s in uniq.tolist()], _STR)
+            col = self._base[name] = per.take(pa.array(inverse)) if self.n else _null(0)
         return col
 
-    def _build(self, name: str) -> pa.Array:
-        if self._sids is None:
-            uniq, inverse = np.unique(self.rows.column("stream_id").to_numpy(), return_inverse=True)
-            self._sids = (uniq, inverse.reshape(-1))
-        uniq, inverse = self._sids
-        per_stream = np.array([dict(self.streams[s]).get(name, "") for s in uniq.tolist()], dtype=object)
-        values = pa.array(per_stream[inverse] if len(inverse) else [], pa.string())
-        if "metadata" in self.rows.column_names:
-            meta = self.rows.column("metadata").combine_chunks()
-            if meta.null_count < len(meta):
-                from_meta = pc.map_lookup(meta, pa.scalar(name), "first").cast(pa.string())
-                values = pc.coalesce(from_meta, values)
-        return values
+    def base_has(self, name: str) -> np.ndarray:
+        """Where the row's stream has label `name` (Loki's BaseHas: drops do not count)."""
+        return _mask(pc.is_valid(self.stream_column(name)))
+
+    # ---- label access -----------------------------------------------------------------------------------
+
+    def get(self, name: str) -> pa.Array:
+        """The label's current value per row; null where the row has no such label."""
+        if name == ERROR:
+            return self.err if self.err is not None else _null(self.n)
+        base = self.stream_column(name)
+        deleted = self.base_del.get(name)
+        if deleted is not None and deleted.any():
+            base = pc.if_else(pa.array(deleted), _null(self.n), base)
+        meta = self._meta_column(name) if self._has_meta(name) else None
+        layers = [c for c in (self.parsed.get(name), meta) if c is not None]
+        return pc.coalesce(*layers, base) if layers else base
+
+    def _meta_column(self, name: str) -> pa.Array | None:
+        """One structured metadata label, without building the others."""
+        if self._meta is not None:
+            return self._meta.get(name)
+        key = name if name in self.meta_keys() else name.removesuffix(EXTRACTED)
+        values = _as_str(pc.map_lookup(self._meta_raw, pa.scalar(key), "first"))
+        clash = pa.array(self.base_has(key))
+        if key == name:
+            values = pc.if_else(clash, _null(self.n), values)
+        else:
+            values = pc.if_else(clash, values, _null(self.n))
+        if name in self.meta_keys() and name + EXTRACTED != name and key != name:
+            values = pc.coalesce(values, _as_str(pc.map_lookup(self._meta_raw, pa.scalar(name), "first")))
+        return values if values.null_count < self.n else None
+
+    def _has_meta(self, name: str) -> bool:
+        if self._meta is not None:
+            return name in self._meta
+        keys = self.meta_keys()
+        return name in keys or name.removesuffix(EXTRACTED) in keys
+
+    def stream_names(self) -> set[str]:
+        """The stream label names of the streams in this frame."""
+        uniq, _ = self._stream_index()
+        return {n for s in uniq.tolist() for n, _ in self.streams[s]}
+
+    def names(self) -> list[str]:
+        """Every label name some row may have (besides the error labels)."""
+        names = dict.fromkeys(sorted(self.stream_names()))
+        names.update(dict.fromkeys(self.meta))
+        names.update(dict.fromkeys(self.parsed))
+        return list(names)
+
+    def set_parsed(self, name: str, values: pa.Array, where: np.ndarray | None = None) -> None:
+        """Set a parsed label where `values` is not null (and `where`), as Loki's Set(ParsedLabel, ...)."""
+        values = _as_str(values)
+        if where is not None:
+            values = pc.if_else(pa.array(where), values, _null(self.n))
+        if values.null_count == self.n:
+            return
+        self.parsed[name] = pc.coalesce(values, self.parsed[name]) if name in self.parsed else values
+        if name in self.meta:
+            # A parsed label replaces structured metadata of the same name.
+            self.meta[name] = pc.if_else(pc.is_valid(values), _null(self.n), self.meta[name])
+
+    def delete(self, name: str, where: np.ndarray | None = None) -> None:
+        """Remove label `name` (every category) from the rows `where` (all rows when None)."""
+        if name == ERROR:
+            self.err = None if where is None else _clear(self.err, where)
+            return
+        if name == ERROR_DETAILS:
+            self.err_details = None if where is None else _clear(self.err_details, where)
+            return
+        mask = np.ones(self.n, dtype=bool) if where is None else where
+        for layer in (self.parsed, self.meta):
+            if name in layer:
+                layer[name] = _clear(layer[name], mask)
+        prev = self.base_del.get(name)
+        self.base_del[name] = mask if prev is None else prev | mask
+
+    def set_error(self, error: pa.Array | str, details: pa.Array | str | None, where: np.ndarray,
+                  only_if_none: bool = False) -> None:
+        """Set `__error__` (and details) on the rows `where`; with only_if_none, keep an earlier error."""
+        if only_if_none and self.err is not None:
+            where = where & ~_mask(pc.is_valid(self.err))
+        if not where.any():
+            return
+        cond = pa.array(where)
+        err = pa.array([error] * self.n, _STR) if isinstance(error, str) else _as_str(error)
+        self.err = pc.if_else(cond, err, self.err if self.err is not None else _null(self.n))
+        if details is not None:
+            det = pa.array([details] * self.n, _STR) if isinstance(details, str) else _as_str(details)
+            det = pc.if_else(pc.equal(det, ""), _null(self.n), det)
+            base = self.err_details if self.err_details is not None else _null(self.n)
+            self.err_details = pc.if_else(pc.and_(cond, pc.is_valid(det)), det, base)
+
+    def has_error(self) -> np.ndarray:
+        """Where a row carries `__error__` (or error details)."""
+        out = np.zeros(self.n, dtype=bool)
+        for col in (self.err, self.err_details):
+            if col is not None:
+                out |= _mask(pc.is_valid(col))
+        return out
+
+    # ---- rows -------------------------------------------------------------------------------------------
+
+    def take(self, keep: np.ndarray) -> Frame:
+        """Keep the rows where `keep` is True (or the given row indices)."""
+        idx = np.flatnonzero(keep) if keep.dtype == bool else keep
+        if keep.dtype == bool and len(idx) == self.n:
+            return self
+        sel = pa.array(idx, pa.int64())
+        out = Frame.__new__(Frame)
+        out.streams = self.streams
+        out.n = len(idx)
+        out.sid = self.sid[idx]
+        out.ts = self.ts[idx]
+        out.line = self.line.take(sel) if self.line is not None else None
+        out.base_del = {k: v[idx] for k, v in self.base_del.items()}
+        out._meta = {k: v.take(sel) for k, v in self._meta.items()} if self._meta is not None else None
+        out._meta_raw = self._meta_raw.take(sel) if self._meta_raw is not None else None
+        out._meta_keys = None
+        out.parsed = {k: v.take(sel) for k, v in self.parsed.items()}
+        out.err = self.err.take(sel) if self.err is not None else None
+        out.err_details = self.err_details.take(sel) if self.err_details is not None else None
+        out._base = {k: v.take(sel) for k, v in self._base.items()}
+        out._sids = None
+        return out
+
+    # ---- label sets -------------------------------------------------------------------------------------
+
+    def label_keys(self, names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Group rows by their label set; return (group of each row, one representative row per group).
+
+        With `names`, only those labels count (`by` grouping); otherwise every label does.
+        """
+        if self.n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        cols: dict[str, Any] = {}
+        if names is None:
+            cols["__sid"] = self.sid
+            for k, v in self.base_del.items():
+                if v.any():
+                    cols[f"__del_{k}"] = v
+            for prefix, layer in (("m", self.meta), ("p", self.parsed)):
+                for k, v in layer.items():
+                    if v.null_count < self.n:
+                        cols[f"{prefix}_{k}"] = v
+            for k, v in (("e", self.err), ("d", self.err_details)):
+                if v is not None and v.null_count < self.n:
+                    cols[k] = v
+        else:
+            for i, name in enumerate(names):
+                cols[f"g{i}"] = self.get(name)
+            err = self.err
+            if err is not None and err.null_count < self.n:
+                # Rows with an error keep all their labels (Loki's GroupedLabels), so they split by stream too.
+                cols["e"] = err
+                cols["__sid"] = np.where(_mask(pc.is_valid(err)), self.sid, 0)
+        if not cols:
+            return np.zeros(self.n, dtype=np.int64), np.zeros(1, dtype=np.int64)
+        if len(cols) == 1 and "__sid" in cols:
+            _, first, inverse = np.unique(self.sid, return_index=True, return_inverse=True)
+            return inverse.reshape(-1), first
+        df = pl.DataFrame({k: (pl.from_arrow(v) if isinstance(v, pa.Array) else v) for k, v in cols.items()})
+        hashes = df.hash_rows(seed=7).to_numpy()
+        _, first, inverse = np.unique(hashes, return_index=True, return_inverse=True)
+        return inverse.reshape(-1), first
+
+    def labels_of(self, row: int, names: Sequence[str] | None = None, without: bool = False) -> dict[str, str]:
+        """The label set of one row: all labels, only `names` (by) or all but `names` (without)."""
+        has_err = self.err is not None and self.err[row].is_valid
+        if names is not None and not without and not has_err:
+            out = {}
+            for name in names:
+                v = self.get_one(name, row)
+                if v is not None:
+                    out[name] = v
+            return out
+        deleted = {k for k, v in self.base_del.items() if v[row]}
+        out = {k: v for k, v in self.streams[int(self.sid[row])] if k not in deleted}
+        for layer in (self.meta, self.parsed):
+            for k, col in layer.items():
+                v = col[row].as_py()
+                if v is not None:
+                    out[k] = v
+        if has_err:
+            out[ERROR] = self.err[row].as_py()
+        if self.err_details is not None and self.err_details[row].is_valid:
+            out[ERROR_DETAILS] = self.err_details[row].as_py()
+        if without and names is not None and not has_err:
+            for name in names:
+                out.pop(name, None)
+        return out
+
+    def get_one(self, name: str, row: int) -> str | None:
+        """The value of one label on one row (None when missing)."""
+        layers = [self.parsed]
+        if self._has_meta(name):
+            layers.append(self.meta)
+        for layer in layers:
+            col = layer.get(name)
+            if col is not None and col[row].is_valid:
+                return col[row].as_py()
+        deleted = self.base_del.get(name)
+        if deleted is not None and deleted[row]:
+            return None
+        return dict(self.streams[int(self.sid[row])]).get(name)
 
 
-def filter_supported(f: ast.LabelFilter) -> bool:
-    """Say whether `f` can run before any parser stage exists (string filters, combined with and/or)."""
+def _clear(col: pa.Array | None, where: np.ndarray) -> pa.Array | None:
+    if col is None:
+        return None
+    return pc.if_else(pa.array(where), _null(len(col)), col)
+
+
+# ---- plans ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Hints:
+    """Which labels the rest of the query reads (Loki's parser hints); None means every label."""
+
+    wanted: frozenset[str] | None = None
+    no_labels: bool = False
+
+    def skip_parsers(self) -> bool:
+        """Parsers have nothing to extract: the result needs no labels and no stage reads one."""
+        return self.no_labels and not self.wanted
+
+
+def required_labels(items: Iterable[Item]) -> set[str]:
+    """Label names the stages read (label filters, templates, renames)."""
+    out: set[str] = set()
+    for item in items:
+        if isinstance(item, ast.LabelFilterStage):
+            out |= filter_names(item.filter)
+        elif isinstance(item, ast.LineFormat):
+            out |= _template(item.template).fields or set()
+        elif isinstance(item, ast.LabelFormat):
+            for f in item.items:
+                out |= {f.value} if f.rename else set(_template(f.value).fields or ())
+    return out
+
+
+def filter_names(f: ast.LabelFilter) -> set[str]:
+    """The label names a label filter reads."""
     if isinstance(f, ast.BinaryLabelFilter):
-        return filter_supported(f.left) and filter_supported(f.right)
+        return filter_names(f.left) | filter_names(f.right)
+    if isinstance(f, ast.StringLabelFilter):
+        return {f.matcher.name}
+    return {f.name}  # type: ignore[attr-defined]
+
+
+def make_hints(
+    items: Sequence[Item], extra: Iterable[str], groups: Sequence[str] | None, without: bool, no_labels: bool
+) -> Hints:
+    """Build parser hints as Loki does: parsers learn what to extract only under `by` grouping or no labels."""
+    names = required_labels(items) | set(extra) | set(groups or ())
+    names |= {n.removesuffix(EXTRACTED) for n in names}
+    if no_labels:
+        return Hints(frozenset(names), False) if names else Hints(frozenset(), True)
+    if without or not groups:
+        return Hints()
+    return Hints(frozenset(names))
+
+
+def split_pushdown(stages: Sequence[ast.Stage]) -> tuple[list[ast.LineFilter], list[ast.LabelFilter], list[Item]]:
+    """Split a pipeline into line filters and stream-label filters that can run while loading, and the rest."""
+    items = execution_order(stages)
+    line_filters: list[ast.LineFilter] = []
+    label_filters: list[ast.LabelFilter] = []
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if isinstance(item, tuple):
+            line_filters.extend(item)
+        elif isinstance(item, ast.LabelFilterStage) and _string_only(item.filter) and ERROR not in filter_names(
+            item.filter
+        ):
+            label_filters.append(item.filter)
+        else:
+            break
+        i += 1
+    return line_filters, label_filters, list(items[i:])
+
+
+def _string_only(f: ast.LabelFilter) -> bool:
+    if isinstance(f, ast.BinaryLabelFilter):
+        return _string_only(f.left) and _string_only(f.right)
     return isinstance(f, ast.StringLabelFilter)
 
 
-def label_filter_mask(f: ast.LabelFilter, view: LabelView) -> np.ndarray:
-    """Return which rows a label filter keeps."""
+def needs_line(items: Sequence[Item]) -> bool:
+    """Say whether any stage reads the log line."""
+    return any(not isinstance(i, ast.LabelFilterStage | ast.DropLabels | ast.KeepLabels) for i in items)
+
+
+# ---- running stages ---------------------------------------------------------------------------------------
+
+
+def run(frame: Frame, items: Sequence[Item], hints: Hints) -> Frame:
+    """Run pipeline stages (in execution order) over a frame; return the rows that are kept."""
+    for item in items:
+        if frame.n == 0:
+            return frame
+        if isinstance(item, tuple):
+            frame = frame.take(line_filter_mask(item, frame.line if frame.line is not None else _null(frame.n)))
+        elif isinstance(item, ast.LabelFilterStage):
+            frame = frame.take(filter_mask(item.filter, frame, np.ones(frame.n, dtype=bool)))
+        else:
+            frame = _STAGES[type(item)](item, frame, hints)
+    return frame
+
+
+def filter_mask(f: ast.LabelFilter, frame: Frame, active: np.ndarray) -> np.ndarray:
+    """Which rows a label filter keeps (meaningful on `active` rows); type errors set `__error__`."""
     if isinstance(f, ast.BinaryLabelFilter):
-        left = label_filter_mask(f.left, view)
-        right = label_filter_mask(f.right, view)
-        return left & right if f.is_and else left | right
+        left = filter_mask(f.left, frame, active)
+        if f.is_and:
+            return left & filter_mask(f.right, frame, active)
+        # `or` stops at the left side where it matches, so the right side's errors only happen elsewhere.
+        return left | filter_mask(f.right, frame, active & ~left)
     if isinstance(f, ast.StringLabelFilter):
-        return label_matcher_mask(f.matcher, view.column(f.matcher.name))
-    raise TypeError(f"label filter {f} is not supported yet")
+        return label_matcher_mask(f.matcher, frame.get(f.matcher.name))
+    if isinstance(f, ast.IpLabelFilter):
+        return _ip_mask(f, frame)
+    values = frame.get(f.name)
+    present = _mask(pc.is_valid(values))
+    if isinstance(f, ast.NumericLabelFilter):
+        parsed, ok, details = _convert(values, "float")
+        target = f.value
+    elif isinstance(f, ast.DurationLabelFilter):
+        parsed, ok, details = _convert(values, "duration_ns")
+        target = f.value
+    else:
+        parsed, ok, details = _convert(values, "bytes")
+        target = f.value
+    bad = present & ~ok
+    frame.set_error("LabelFilterErr", details, bad & active, only_if_none=True)
+    with np.errstate(invalid="ignore"):
+        result = _compare(parsed, f.op, target)
+    return np.where(present, np.where(ok, result, True), False)
+
+
+def _compare(values: np.ndarray, op: ast.CompareOp, target: float) -> np.ndarray:
+    if op == ast.CompareOp.EQ:
+        return values == target
+    if op == ast.CompareOp.NEQ:
+        return values != target
+    if op == ast.CompareOp.GT:
+        return values > target
+    if op == ast.CompareOp.GTE:
+        return values >= target
+    if op == ast.CompareOp.LT:
+        return values < target
+    return values <= target
+
+
+def _ip_mask(f: ast.IpLabelFilter, frame: Frame) -> np.ndarray:
+    matcher = parse_ip_pattern(f.pattern)
+    values = frame.get(f.name).to_pylist()
+    errored = frame.has_error()
+    out = np.zeros(frame.n, dtype=bool)
+    cache: dict[str, bool] = {}
+    for i, v in enumerate(values):
+        if errored[i]:
+            out[i] = True
+            continue
+        if v is None:
+            continue
+        hit = cache.get(v)
+        if hit is None:
+            hit = cache[v] = ip_label_matches(matcher, v)
+        out[i] = hit if f.op != ast.CompareOp.NEQ else not hit
+    return out
+
+
+def _convert(values: pa.Array, kind: str) -> tuple[np.ndarray, np.ndarray, pa.Array]:
+    """Parse label text into numbers: (values, parsed ok, Go error text where not), nulls count as not ok."""
+    n = len(values)
+    encoded = pc.dictionary_encode(values)
+    uniq = encoded.dictionary.to_pylist()
+    nums = np.zeros(len(uniq) + 1)
+    oks = np.zeros(len(uniq) + 1, dtype=bool)
+    errs: list[str | None] = [None] * (len(uniq) + 1)
+    for j, text in enumerate(uniq):
+        try:
+            nums[j] = _CONVERTERS[kind](text)
+            oks[j] = True
+        except (ValueError, DurationError, OverflowError) as exc:
+            errs[j] = str(exc)
+    idx = encoded.indices.fill_null(len(uniq)).to_numpy(zero_copy_only=False) if n else np.zeros(0, dtype=np.int64)
+    details = pa.array(errs, _STR).take(pa.array(idx)) if n else _null(0)
+    return nums[idx], oks[idx], details
+
+
+def _bytes(text: str) -> float:
+    try:
+        return float(parse_bytes(text))
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("invalid byte size"):
+            raise ValueError(f'strconv.ParseFloat: parsing "{text}": invalid syntax') from None
+        raise
+
+
+_CONVERTERS: dict[str, Callable[[str], float]] = {
+    "float": go_parse_float,
+    "duration_ns": lambda t: float(parse_go_duration(t)),
+    "duration": lambda t: parse_go_duration(t) / 1e9,
+    "bytes": _bytes,
+}
+
+
+# ---- parser stages -----------------------------------------------------------------------------------------
+
+
+def _apply_extraction(frame: Frame, ex: Any) -> Frame:
+    """Add parsed labels with Loki's `_extracted` rename where a stream label or metadata has the name."""
+    for name, values in ex.labels.items():
+        values = _as_str(values)
+        if values.null_count == frame.n:
+            continue
+        clash = frame.base_has(name)
+        meta = frame.meta.get(name)
+        if meta is not None:
+            clash = clash | _mask(pc.is_valid(meta))
+        if clash.any():
+            frame.set_parsed(name + EXTRACTED, values, clash)
+            frame.set_parsed(name, values, ~clash)
+        else:
+            frame.set_parsed(name, values)
+    if ex.error is not None and ex.error.null_count < frame.n:
+        where = _mask(pc.is_valid(ex.error))
+        frame.set_error(ex.error, ex.error_details, where)
+    if ex.line is not None and frame.line is not None and ex.line.null_count < frame.n:
+        frame.line = pc.coalesce(_as_str(ex.line), frame.line)
+    return frame
+
+
+def _wanted(hints: Hints) -> Any:
+    from loglake.logql import parsers as lp
+
+    return lp.Wanted(hints.wanted) if hints.wanted is not None else None
+
+
+def _json(stage: ast.JsonParser, frame: Frame, hints: Hints) -> Frame:
+    from loglake.logql import parsers as lp
+
+    if stage.extractions:
+        ex = lp.parse_json_fields(frame.line, [(e.name, e.expression) for e in stage.extractions])
+    elif hints.skip_parsers():
+        return frame
+    else:
+        ex = lp.parse_json(frame.line, _wanted(hints))
+    return _apply_extraction(frame, ex)
+
+
+def _logfmt(stage: ast.LogfmtParser, frame: Frame, hints: Hints) -> Frame:
+    from loglake.logql import parsers as lp
+
+    if stage.extractions:
+        fields = [(e.name, e.expression) for e in stage.extractions]
+        ex = lp.parse_logfmt_fields(frame.line, fields, stage.strict, stage.keep_empty)
+    elif hints.skip_parsers():
+        return frame
+    else:
+        ex = lp.parse_logfmt(frame.line, stage.strict, stage.keep_empty, _wanted(hints))
+    return _apply_extraction(frame, ex)
+
+
+def _unpack(stage: ast.UnpackParser, frame: Frame, hints: Hints) -> Frame:
+    from loglake.logql import parsers as lp
+
+    if hints.skip_parsers():
+        return frame
+    return _apply_extraction(frame, lp.parse_unpack(frame.line, _wanted(hints)))
+
+
+def _regexp(stage: ast.RegexpParser, frame: Frame, hints: Hints) -> Frame:
+    from loglake.logql import parsers as lp
+
+    return _apply_extraction(frame, lp.parse_regexp(frame.line, stage.regex))
+
+
+def _pattern(stage: ast.PatternParser, frame: Frame, hints: Hints) -> Frame:
+    from loglake.logql import parsers as lp
+
+    if hints.skip_parsers():
+        return frame
+    return _apply_extraction(frame, lp.parse_pattern(frame.line, stage.pattern))
+
+
+# ---- formatters -------------------------------------------------------------------------------------------
+
+_ANSI = (
+    "[\u001b\u009b][\\[\\]()#;?]*(?:(?:(?:[a-zA-Z\\d]*(?:;[a-zA-Z\\d]*)*)?\u0007)"
+    "|(?:(?:\\d{1,4}(?:;\\d{0,4})*)?[\\dA-PRZcf-ntqry=><~]))"
+)
+
+
+def _decolorize(stage: ast.Decolorize, frame: Frame, hints: Hints) -> Frame:
+    series = pl.from_arrow(frame.line)
+    frame.line = series.str.replace_all(_ANSI, "").to_arrow().cast(_STR)
+    return frame
+
+
+_SIMPLE_FIELD = re.compile(r"^\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
+
+
+@lru_cache(maxsize=256)
+def _template(text: str) -> Any:
+    from loglake.logql.template import Template, TemplateError
+
+    try:
+        return Template(text)
+    except TemplateError as exc:
+        raise QueryError(400, f"invalid template: {exc}") from None
+
+
+def _row_maps(frame: Frame) -> list[dict[str, str]]:
+    """The label map of every row (templates' `.`), built once per distinct label set."""
+    groups, first = frame.label_keys()
+    maps = [frame.labels_of(int(r)) for r in first.tolist()]
+    return [maps[g] for g in groups.tolist()]
+
+
+def _render_all(
+    text: str, frame: Frame, maps: list[dict[str, str]] | None
+) -> tuple[list[str | None], list[str | None]]:
+    """Render a template on every row: (output or None on error, error details or None)."""
+    from loglake.logql.template import TemplateRuntimeError
+
+    tmpl = _template(text)
+    if maps is None:
+        maps = _row_maps(frame)
+    lines = frame.line.to_pylist() if frame.line is not None else [""] * frame.n
+    ts = frame.ts.tolist()
+    out: list[str | None] = []
+    errs: list[str | None] = []
+    for labels, line, t in zip(maps, lines, ts, strict=True):
+        try:
+            out.append(tmpl.render(labels, line or "", t))
+            errs.append(None)
+        except TemplateRuntimeError as exc:
+            out.append(None)
+            errs.append(str(exc))
+    return out, errs
+
+
+def _line_format(stage: ast.LineFormat, frame: Frame, hints: Hints) -> Frame:
+    simple = _SIMPLE_FIELD.match(stage.template)
+    if simple:
+        frame.line = frame.get(simple.group(1)).fill_null("")
+        return frame
+    out, errs = _render_all(stage.template, frame, None)
+    failed = np.array([e is not None for e in errs], dtype=bool)
+    new = pa.array(out, _STR)
+    frame.line = pc.coalesce(new, frame.line) if frame.line is not None else new.fill_null("")
+    if failed.any():
+        frame.set_error("TemplateFormatErr", pa.array(errs, _STR), failed)
+    return frame
+
+
+def _label_format(stage: ast.LabelFormat, frame: Frame, hints: Hints) -> Frame:
+    maps: list[dict[str, str]] | None = None
+    for item in stage.items:
+        if item.rename:
+            values = frame.get(item.value)
+            present = _mask(pc.is_valid(values))
+            if present.any():
+                frame.set_parsed(item.name, values, present)
+                frame.delete(item.value, present)
+            continue
+        if maps is None:
+            # Loki renders every template of one stage against the labels as they were at its first template.
+            maps = _row_maps(frame)
+        out, errs = _render_all(item.value, frame, maps)
+        failed = np.array([e is not None for e in errs], dtype=bool)
+        frame.set_parsed(item.name, pa.array(out, _STR))
+        if failed.any():
+            frame.set_error("TemplateFormatErr", pa.array(errs, _STR), failed)
+    return frame
+
+
+def _matches(matcher: Any, values: pa.Array) -> np.ndarray:
+    return label_matcher_mask(matcher, values)
+
+
+def _drop(stage: ast.DropLabels, frame: Frame, hints: Hints) -> Frame:
+    for sel in stage.labels:
+        if sel.matcher is None:
+            present = _mask(pc.is_valid(frame.get(sel.name))) if sel.name not in (ERROR, ERROR_DETAILS) else None
+            frame.delete(sel.name, present)
+            continue
+        name = sel.matcher.name
+        if name == ERROR_DETAILS:
+            values = frame.err_details if frame.err_details is not None else _null(frame.n)
+        else:
+            values = frame.get(name)
+        frame.delete(name, _matches(sel.matcher, values))
+    return frame
+
+
+def _keep(stage: ast.KeepLabels, frame: Frame, hints: Hints) -> Frame:
+    if not stage.labels:
+        return frame
+    plain = {s.name for s in stage.labels if s.matcher is None}
+    matchers = [s.matcher for s in stage.labels if s.matcher is not None]
+    for name in frame.names():
+        if name in plain or name in (ERROR, ERROR_DETAILS):
+            continue
+        values = frame.get(name)
+        present = _mask(pc.is_valid(values))
+        if not present.any():
+            continue
+        keep = np.zeros(frame.n, dtype=bool)
+        for m in matchers:
+            if m.name == name:
+                keep |= _matches(m, values)
+        frame.delete(name, present & ~keep)
+    return frame
+
+
+_STAGES: dict[type, Callable[[Any, Frame, Hints], Frame]] = {
+    ast.JsonParser: _json,
+    ast.LogfmtParser: _logfmt,
+    ast.UnpackParser: _unpack,
+    ast.RegexpParser: _regexp,
+    ast.PatternParser: _pattern,
+    ast.Decolorize: _decolorize,
+    ast.LineFormat: _line_format,
+    ast.LabelFormat: _label_format,
+    ast.DropLabels: _drop,
+    ast.KeepLabels: _keep,
+}
+
+
+# ---- unwrap -----------------------------------------------------------------------------------------------
+
+
+def unwrap(frame: Frame, u: ast.Unwrap) -> tuple[Frame, np.ndarray]:
+    """Convert the unwrapped label to numbers; rows without it are dropped, bad ones carry SampleExtractionErr."""
+    values = frame.get(u.label)
+    present = _mask(pc.is_valid(values)) & _mask(pc.not_equal(values.fill_null(""), ""))
+    frame = frame.take(present)
+    values = values.filter(pa.array(present))
+    kind = {"": "float", "bytes": "bytes", "duration": "duration", "duration_seconds": "duration"}[u.conversion]
+    nums, ok, details = _convert(values, kind)
+    nums = np.where(ok, nums, 0.0)
+    if (~ok).any():
+        frame.set_error("SampleExtractionErr", details, ~ok)
+    if u.post_filters:
+        keep = np.ones(frame.n, dtype=bool)
+        for f in u.post_filters:
+            keep &= filter_mask(f, frame, keep.copy())
+        frame = frame.take(keep)
+        nums = nums[keep]
+    return frame, nums
+
+
+# ---- stream-label filters while loading ---------------------------------------------------------------------
+
+
+class LabelView:
+    """Stream labels overlaid with structured metadata for the rows of one piece, one column per name."""
+
+    def __init__(self, rows: pa.Table, streams: dict[int, LabelSet]) -> None:
+        self.frame = Frame(rows, streams)
+
+    def column(self, name: str) -> pa.Array:
+        """Return the value of label `name` for every row (null where the row has no such label)."""
+        return self.frame.get(name)
+
+
+def label_filter_mask(f: ast.LabelFilter, view: LabelView) -> np.ndarray:
+    """Return which rows a stream-label or metadata string filter keeps."""
+    return filter_mask(f, view.frame, np.ones(view.frame.n, dtype=bool))

@@ -9,23 +9,22 @@ from loglake.logql.errors import QueryError
 from loglake.logql.lexer import ParseError
 from loglake.logql.linefilter import line_filter_mask
 from loglake.logql.parser import parse as parse_expr
-from loglake.logql.pipeline import filter_supported
+from loglake.logql.pipeline import Item, split_pushdown
 from loglake.model import LabelMatcher
 
 __all__ = ["LogQuery", "MetricQuery", "RangeAgg", "VectorAgg", "format_query", "line_filter_mask", "parse"]
 
-# What this engine runs so far; the rest of LogQL parses but answers 400 until the pipeline engine lands.
-_RANGE_FUNCS = ("count_over_time", "rate", "bytes_over_time", "bytes_rate", "absent_over_time")
 _VECTOR_OPS = ("sum", "count", "min", "max", "avg", "stddev", "stdvar", "topk", "bottomk", "sort", "sort_desc")
 
 
 @dataclass
 class LogQuery:
-    """A stream selector with line filters and label filters (on stream labels and structured metadata)."""
+    """A stream selector and its pipeline: filters that run while loading, then the other stages in order."""
 
     matchers: list[LabelMatcher]
     line_filters: list[ast.LineFilter] = field(default_factory=list)
     label_filters: list[ast.LabelFilter] = field(default_factory=list)
+    stages: list[Item] = field(default_factory=list)
 
 
 @dataclass
@@ -36,6 +35,10 @@ class RangeAgg:
     query: LogQuery
     range_ns: int
     offset_ns: int = 0
+    unwrap: ast.Unwrap | None = None
+    param: float | None = None
+    grouping: tuple[tuple[str, ...], bool] | None = None
+    """The range aggregation's own `by`/`without` (labels, without)."""
 
 
 @dataclass
@@ -127,23 +130,15 @@ def _metric(expr: ast.Expr) -> MetricQuery:
 
 
 def _log_query(expr: ast.LogSelectorExpr) -> LogQuery:
-    query = LogQuery(list(expr.matchers))
-    for stage in expr.stages:
-        # Without parsers, line and label filters commute: both only drop rows.
-        if isinstance(stage, ast.LineFilter):
-            query.line_filters.append(stage)
-        elif isinstance(stage, ast.LabelFilterStage) and filter_supported(stage.filter):
-            query.label_filters.append(stage.filter)
-        else:
-            raise _unsupported(stage)
-    return query
+    line_filters, label_filters, rest = split_pushdown(expr.stages)
+    return LogQuery(list(expr.matchers), line_filters, label_filters, rest)
 
 
 def _range_agg(expr: ast.RangeAggregation) -> RangeAgg:
     r = expr.range
-    if expr.operation not in _RANGE_FUNCS or r.unwrap is not None or expr.grouping is not None:
-        raise _unsupported(expr)
-    return RangeAgg(expr.operation, _log_query(r.selector), r.range_ns, r.offset_ns)
+    g = expr.grouping
+    grouping = (tuple(g.labels), g.without) if g is not None else None
+    return RangeAgg(expr.operation, _log_query(r.selector), r.range_ns, r.offset_ns, r.unwrap, expr.param, grouping)
 
 
 def parse_selector(text: str) -> list[LabelMatcher]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,7 @@ class QueryStats:
     head_lines: int = 0
     head_bytes: int = 0
     deadline: float = float("inf")  # time.perf_counter() value after which the query gives up
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """Return the `stats` object with Loki's field names."""

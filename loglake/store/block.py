@@ -1,9 +1,16 @@
-"""Immutable Parquet blocks: one tenant's entries, sorted by (stream_id, ts), read by row group."""
+"""Immutable Parquet blocks: one tenant's entries in time slices, each sorted by (stream_id, ts), read by row group.
+
+A block is cut into time slices of about SLICE_ROWS rows; inside a slice rows are sorted by stream, then time,
+and no row group crosses a slice. So a row group's statistics bound both its streams and its time: a query for
+the newest lines of a few streams reads a few small row groups of the last slice and stops.
+"""
 
 from __future__ import annotations
 
+import itertools
 import os
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +22,8 @@ import pyarrow.parquet as pq
 
 from loglake.store.files import fsync_path
 
-ROW_GROUP_ROWS = 64 * 1024
+ROW_GROUP_ROWS = 16 * 1024
+SLICE_ROWS = 64 * 1024
 ZSTD_LEVEL = 1
 
 
@@ -49,11 +57,6 @@ def new_block_id() -> str:
     return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
 
 
-def sort_entries(table: pa.Table) -> pa.Table:
-    """Return `table` sorted by (stream_id, ts), keeping arrival order among equal keys."""
-    return table.take(pa.array(sort_order(table)))
-
-
 def sort_order(table: pa.Table) -> np.ndarray:
     """Return the row order that sorts `table` by (stream_id, ts), stable."""
     sid = table.column("stream_id").to_numpy()
@@ -61,10 +64,26 @@ def sort_order(table: pa.Table) -> np.ndarray:
     return np.lexsort((ts, sid))
 
 
+def slice_edges(ts: np.ndarray) -> np.ndarray:
+    """Return the times that cut these entries into slices of about SLICE_ROWS rows (a slice starts at an edge)."""
+    slices = len(ts) // SLICE_ROWS
+    if slices <= 1:
+        return np.zeros(0, dtype=np.int64)
+    cuts = np.quantile(ts, np.linspace(0, 1, slices + 1)[1:-1], method="lower").astype(np.int64)
+    return np.unique(cuts[cuts > ts.min()])
+
+
+def slice_of(ts: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Return the slice number of each timestamp."""
+    return np.searchsorted(edges, ts, side="right")
+
+
 def stream_stats(sid: np.ndarray, ts: np.ndarray, lengths: np.ndarray) -> dict[int, BlockStreamStats]:
-    """Per-stream rows, time range and line bytes, from columns already sorted by (stream_id, ts)."""
+    """Per-stream rows, time range and line bytes of a block's rows (in any order)."""
     if len(sid) == 0:
         return {}
+    order = np.lexsort((ts, sid))
+    sid, ts, lengths = sid[order], ts[order], lengths[order]
     starts = np.flatnonzero(np.r_[True, sid[1:] != sid[:-1]])
     ends = np.r_[starts[1:], len(sid)]
     byte_sums = np.add.reduceat(lengths, starts)
@@ -86,7 +105,7 @@ class WrittenBlock:
 
 
 class BlockWriter:
-    """Writes a block from chunks that arrive already sorted by (stream_id, ts); publishes it atomically."""
+    """Writes a block from sorted chunks (one time slice each, or part of one); publishes it atomically."""
 
     def __init__(self, path: Path, schema: pa.Schema, zstd_level: int = ZSTD_LEVEL) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -108,7 +127,7 @@ class BlockWriter:
         self._len: list[np.ndarray] = []
 
     def write(self, chunk: pa.Table) -> None:
-        """Append rows that sort after everything written so far, in row groups of ROW_GROUP_ROWS."""
+        """Append rows of one time slice sorted by (stream_id, ts), in row groups of ROW_GROUP_ROWS."""
         for i in range(0, chunk.num_rows, ROW_GROUP_ROWS):
             part = chunk.slice(i, ROW_GROUP_ROWS)
             self._sid.append(part.column("stream_id").to_numpy())
@@ -133,17 +152,22 @@ class BlockWriter:
 
 
 def write_block(table: pa.Table, path: Path, zstd_level: int = ZSTD_LEVEL) -> WrittenBlock:
-    """Write unsorted entries as a Parquet block sorted by (stream_id, ts), atomically (temp, fsync, rename).
+    """Write unsorted entries as a Parquet block of sorted time slices, atomically (temp, fsync, rename).
 
     Rows are gathered one row group at a time, so memory grows by a row group, not by a sorted copy.
     """
     # One contiguous copy: gathering from many small chunks costs far more than copying them once.
     table = table.combine_chunks()
-    order = sort_order(table)
+    sid = table.column("stream_id").to_numpy()
+    ts = table.column("ts").to_numpy()
+    slices = slice_of(ts, slice_edges(ts))
+    order = np.lexsort((ts, sid, slices))
+    bounds = np.flatnonzero(np.r_[True, np.diff(slices[order]) != 0, True])
     writer = BlockWriter(path, table.schema, zstd_level)
     try:
-        for i in range(0, len(order), ROW_GROUP_ROWS):
-            writer.write(table.take(pa.array(order[i : i + ROW_GROUP_ROWS])))
+        for a, b in itertools.pairwise(bounds):
+            for i in range(a, b, ROW_GROUP_ROWS):
+                writer.write(table.take(pa.array(order[i : min(i + ROW_GROUP_ROWS, b)])))
     except BaseException:
         writer.abort()
         raise
@@ -155,15 +179,20 @@ class BlockReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file = pq.ParquetFile(path)
-        meta = self._file.metadata
-        names = self._file.schema_arrow.names
+        first = pq.ParquetFile(path)
+        meta = first.metadata
+        names = first.schema_arrow.names
+        # A ParquetFile must not be read by two threads at once: each thread opens its own, sharing the footer.
+        self._local = threading.local()
+        self._local.file = first
+        self._meta = meta
         sid_col, ts_col = names.index("stream_id"), names.index("ts")
         self._groups: list[tuple[int, int, int, int]] = []
         for i in range(meta.num_row_groups):
             rg = meta.row_group(i)
             s, t = rg.column(sid_col).statistics, rg.column(ts_col).statistics
             self._groups.append((s.min, s.max, t.min, t.max))
+        self._rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
 
     def row_groups(self, stream_ids: np.ndarray, start: int, end: int) -> list[int]:
         """Return the row groups that may hold rows of `stream_ids` (sorted) with start <= ts < end."""
@@ -181,10 +210,26 @@ class BlockReader:
         _, _, tmin, tmax = self._groups[group]
         return tmin, tmax
 
+    def _file(self) -> pq.ParquetFile:
+        f = getattr(self._local, "file", None)
+        if f is None:
+            f = self._local.file = pq.ParquetFile(self.path, metadata=self._meta)
+        return f
+
+    def group_rows(self, group: int) -> int:
+        """Return the number of rows in a row group."""
+        return self._rows[group]
+
     def read_group(self, group: int, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> pa.Table:
         """Return one row group's rows of `stream_ids` (sorted int64) with start <= ts < end, as `columns`."""
+        return self.read_groups([group], stream_ids, start, end, columns)
+
+    def read_groups(
+        self, groups: list[int], stream_ids: np.ndarray, start: int, end: int, columns: list[str]
+    ) -> pa.Table:
+        """Return the rows of `stream_ids` with start <= ts < end from some row groups, as `columns`."""
         need = list(dict.fromkeys(["stream_id", "ts", *columns]))
-        table = self._file.read_row_group(group, columns=need, use_threads=False)
+        table = self._file().read_row_groups(groups, columns=need, use_threads=False)
         sid = table.column("stream_id").to_numpy()
         ts = table.column("ts").to_numpy()
         mask = (ts >= start) & (ts < end) & _isin_sorted(sid, stream_ids)

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from loglake.model import ENTRY_SCHEMA
-from loglake.store.block import BlockInfo, BlockReader, BlockWriter, WrittenBlock, sort_order
-
-CHUNK_ROWS = 128 * 1024  # rows merged at a time; memory is bounded by this, not by the blocks' size
+from loglake.store.block import BlockInfo, BlockReader, BlockWriter, WrittenBlock, slice_edges, sort_order
 
 
 @dataclass
@@ -50,21 +50,23 @@ def plan_windows(blocks: list[BlockInfo], policy: CompactionPolicy) -> list[list
 def merge_blocks(
     blocks: list[BlockInfo], reader_for: Callable[[BlockInfo], BlockReader], path: Path, zstd_level: int
 ) -> WrittenBlock:
-    """Write the rows of `blocks` into one block at `path`, sorted by (stream_id, ts)."""
-    rows_per_stream: dict[int, int] = {}
-    for b in blocks:
-        for sid, stats in b.streams.items():
-            rows_per_stream[sid] = rows_per_stream.get(sid, 0) + stats.rows
+    """Write the rows of `blocks` into one block at `path`, time slice by time slice (see block.py)."""
+    ids = np.array(sorted({sid for b in blocks for sid in b.streams}), dtype=np.int64)
     start = min(b.min_ts for b in blocks)
     end = max(b.max_ts for b in blocks) + 1
+    ts = np.concatenate([pq.read_table(reader_for(b).path, columns=["ts"]).column("ts").to_numpy() for b in blocks])
+    edges = [start, *slice_edges(ts).tolist(), end]
+    del ts
     writer = BlockWriter(path, ENTRY_SCHEMA, zstd_level)
     try:
-        for ids in _stream_chunks(rows_per_stream):
+        # Memory is bounded by one slice (about SLICE_ROWS rows), not by the blocks' size.
+        for lo, hi in itertools.pairwise(edges):
             parts = []
             for b in blocks:
                 reader = reader_for(b)
-                for g in reader.row_groups(ids, start, end):
-                    part = reader.read_group(g, ids, start, end, ENTRY_SCHEMA.names)
+                groups = reader.row_groups(ids, lo, hi)
+                if groups:
+                    part = reader.read_groups(groups, ids, lo, hi, ENTRY_SCHEMA.names)
                     if part.num_rows:
                         parts.append(part)
             if parts:
@@ -74,19 +76,3 @@ def merge_blocks(
         writer.abort()
         raise
     return writer.close()
-
-
-def _stream_chunks(rows_per_stream: dict[int, int]) -> list[np.ndarray]:
-    """Split the sorted stream ids into consecutive groups of about CHUNK_ROWS rows."""
-    chunks: list[np.ndarray] = []
-    current: list[int] = []
-    rows = 0
-    for sid in sorted(rows_per_stream):
-        if current and rows + rows_per_stream[sid] > CHUNK_ROWS:
-            chunks.append(np.array(current, dtype=np.int64))
-            current, rows = [], 0
-        current.append(sid)
-        rows += rows_per_stream[sid]
-    if current:
-        chunks.append(np.array(current, dtype=np.int64))
-    return chunks

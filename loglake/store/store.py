@@ -397,8 +397,11 @@ class Store:
         t = self.index.tenant(tenant)
         return {s: t.labels[s] for s in t.in_range(list(t.labels), start, end)}
 
-    def pieces(self, tenant: str, stream_ids: np.ndarray, start: int, end: int) -> list[Piece]:
-        """Return the units of data (block row groups, head batches) that may hold the streams in [start, end)."""
+    def pieces(self, tenant: str, stream_ids: np.ndarray, start: int, end: int, batch_rows: int = 0) -> list[Piece]:
+        """Return the units of data (block row groups, head batches) that may hold the streams in [start, end).
+
+        With `batch_rows`, consecutive row groups of a block are read together, up to that many rows a piece.
+        """
         ids = np.unique(np.asarray(stream_ids, dtype=np.int64))
         if len(ids) == 0 or end <= start:
             return []
@@ -406,9 +409,17 @@ class Store:
         out: list[Piece] = []
         for b in self.index.blocks_for_view(view.blocks, tenant, ids, start, end):
             reader = self._reader(b)
-            for g in reader.row_groups(ids, start, end):
-                lo, hi = reader.group_range(g)
-                out.append(Piece(lo, hi, partial(reader.read_group, g, ids, start, end), in_head=False))
+            batch: list[int] = []
+            rows = 0
+            for g in [*reader.row_groups(ids, start, end), -1]:
+                if batch and (g < 0 or rows + reader.group_rows(g) > batch_rows):
+                    lo = min(reader.group_range(i)[0] for i in batch)
+                    hi = max(reader.group_range(i)[1] for i in batch)
+                    out.append(Piece(lo, hi, partial(reader.read_groups, batch, ids, start, end), in_head=False))
+                    batch, rows = [], 0
+                if g >= 0:
+                    batch.append(g)
+                    rows += reader.group_rows(g)
         for heads in [*view.frozen, view.heads]:
             head = heads.get(tenant)
             if head is None or head.max_ts < start or head.min_ts >= end:
