@@ -325,11 +325,15 @@ class QueryEngine:
         streams, pieces = self._pieces(tenant, q, start, end)
         backward = direction == "backward"
         pieces.sort(key=lambda p: -p.max_ts if backward else p.min_ts)
+        # A bare selector decides on (stream, time) alone: lines and metadata are read only for the entries returned.
+        light = not (q.line_filters or q.label_filters or q.stages)
         frames: list[Frame] = []
+        used: list[Piece] = []
         kept: list[pa.Table] = []
         kept_rows = 0
         bound: int | None = None
-        load = partial(self._frame, q=q, stats=stats, streams=streams, hints=Hints(), need_line=True)
+        hints = Hints(no_labels=True) if light else Hints()
+        load = partial(self._frame, q=q, stats=stats, streams=streams, hints=hints, need_line=not light)
         for piece, frame in _scan(pieces, load):
             if bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound):
                 break
@@ -344,6 +348,7 @@ class QueryEngine:
                 }
             )
             frames.append(frame)
+            used.append(piece)
             kept.append(rows)
             kept_rows += rows.num_rows
             if kept_rows >= limit:
@@ -362,7 +367,11 @@ class QueryEngine:
         lines: list[Any] = [None] * picked.num_rows
         for f in np.unique(which).tolist():
             at = np.flatnonzero(which == f)
-            sub = frames[f].take(rows_in[at])
+            if light:
+                full = used[f].load(["stream_id", "ts", "metadata", "line"])
+                sub = Frame(full.take(pa.array(rows_in[at])), streams)
+            else:
+                sub = frames[f].take(rows_in[at])
             series[at] = registry.targets(sub)
             for i, line in zip(at.tolist(), sub.line.to_pylist() if sub.line is not None else [], strict=False):
                 lines[i] = line
