@@ -29,6 +29,7 @@ from loglake.logql.linefilter import (
     line_filter_mask,
     parse_ip_pattern,
 )
+from loglake.logql.printer import humanize_bytes
 from loglake.model import LabelSet
 
 ERROR = "__error__"
@@ -483,7 +484,9 @@ def filter_mask(f: ast.LabelFilter, frame: Frame, active: np.ndarray) -> np.ndar
         target = f.value
     else:
         parsed, ok, details = _convert(values, "bytes")
-        target = f.value
+        # Loki's query frontend sends the query to its queriers as text, and a byte size prints rounded
+        # (9KiB is "9.2kB"): the querier compares with the value read back from that text.
+        target = parse_bytes(humanize_bytes(f.value).replace(" ", ""))
     bad = present & ~ok
     frame.set_error("LabelFilterErr", details, bad & active, only_if_none=True)
     with np.errstate(invalid="ignore"):
