@@ -70,8 +70,11 @@ class LoglakeApp:
     # ---- plumbing ---------------------------------------------------------------------------------------------
 
     def _routes(self) -> list[Route]:
+        from loglake.api.explore import explore_routes
+
         h = self._handler
         return [
+            *explore_routes(self),
             Route("/loki/api/v1/push", h(self.push, "push"), methods=["POST"]),
             Route("/api/prom/push", h(self.push, "push"), methods=["POST"]),
             Route("/loki/api/v1/query_range", h(self.query_range, "query_range"), methods=["GET", "POST"]),
