@@ -302,6 +302,20 @@ def test_the_query_filters_the_lines_fields_are_taken_from(client: httpx.Client)
     assert fields["env"] == {"label": "env", "type": "string", "cardinality": 1, "parsers": None}
 
 
+def test_labels_from_the_querys_parsers_are_fields(client: httpx.Client) -> None:
+    fields = fields_of(client, '{app="checkout"} | json | order_id > 50')
+    assert fields["order_id"] == {
+        "label": "order_id", "type": "int", "cardinality": 9, "parsers": ["json"], "jsonPath": ["order_id"]
+    }  # fmt: skip
+    assert fields["app_extracted"]["cardinality"] == 1
+    assert fields["trace_id"]["parsers"] is None
+    fields = fields_of(client, '{app="web"} | pattern "GET <path> took <ms> ms"')
+    assert {name: (f["type"], f["cardinality"], f["parsers"]) for name, f in fields.items()} == {
+        "path": ("string", 60, ["logfmt"]),
+        "ms": ("int", 60, ["logfmt"]),
+    }
+
+
 def test_detected_fields_over_several_streams(client: httpx.Client) -> None:
     fields = fields_of(client, '{env="prod"}')
     assert fields["level"]["parsers"] == ["json", "logfmt"] or fields["level"]["parsers"] == ["logfmt", "json"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,8 +18,9 @@ from loglake.logql.drain import (
     PunctuationTokenizer,
     detect_format,
     find_patterns,
+    is_logfmt_line,
     normalize_level,
-    top_level_json_string,
+    top_level_json_strings,
 )
 
 S = 10**9
@@ -40,6 +42,20 @@ def test_format_is_guessed_from_one_line() -> None:
     assert detect_format("x") == "unknown"
     # A line that is almost logfmt (a bare word) is not.
     assert detect_format("level=info started") == "unknown"
+
+
+_LOKI_LOGFMT_REGEX = re.compile(r'^(\w+?=([^"][^\t\n\f\r ]*?|".+?") )*?(\w+?=([^"][^\t\n\f\r ]*?|".+?"))+\Z', re.ASCII)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet='ab_1=" \t\n.', max_size=14))
+def test_logfmt_detection_agrees_with_lokis_regex(line: str) -> None:
+    # Short lines keep the backtracking regex fast; the detector itself is linear.
+    assert is_logfmt_line(line) == bool(_LOKI_LOGFMT_REGEX.match(line))
+
+
+def test_logfmt_detection_is_fast_on_lines_that_make_a_regex_backtrack() -> None:
+    assert not is_logfmt_line('a="b" ' * 5000 + "c")
 
 
 def test_punctuation_tokens_keep_punctuation_and_equals_but_not_word_characters() -> None:
@@ -101,9 +117,12 @@ def test_json_lines_are_tokenized_by_their_message_field() -> None:
 
 
 def test_json_message_field_is_taken_raw() -> None:
-    assert top_level_json_string('{"a":[1,{"msg":"x"}],"msg":"say \\"hi\\""}', "msg") == 'say \\"hi\\"'
-    assert top_level_json_string('{"a":1}', "msg") is None
-    assert top_level_json_string("not json", "msg") is None
+    line = '{"a":[1,{"msg":"x"}],"msg":"say \\"hi\\"","log":{"x":1},"msg":"again"}'
+    assert top_level_json_strings(line, ["msg", "log", "content"]) == {"msg": 'say \\"hi\\"', "log": None}
+    assert top_level_json_strings('{"a":1}', ["msg"]) == {}
+    assert top_level_json_strings("not json", ["msg"]) == {}
+    # Keys after text that is not JSON are not reached.
+    assert top_level_json_strings('{"msg":"x", oops, "log":"y"}', ["msg", "log"]) == {"msg": "x"}
 
 
 # ---- clustering ---------------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ ingester trains on lines as they arrive instead).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -38,8 +38,6 @@ DEFAULT_LINE_LIMIT = 100
 DEFAULT_FIELD_LIMIT = 1000
 LEVEL_METADATA = "detected_level"
 END_BEFORE_START = "end timestamp must not be before or equal to start time"
-
-Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def explore_routes(app: LoglakeApp) -> list[Route]:

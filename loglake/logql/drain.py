@@ -59,8 +59,6 @@ DEFAULT_CONFIG = DrainConfig()
 
 # ---- line formats -----------------------------------------------------------------------------------------------
 
-_LOGFMT_LINE = re.compile(r'^(\w+?=([^"][^\t\n\f\r ]*?|".+?") )*?(\w+?=([^"][^\t\n\f\r ]*?|".+?"))+$', re.ASCII)
-
 
 def detect_format(line: str) -> str:
     """Guess a stream's format from one line, as Loki does with a stream's first line: json, logfmt or unknown."""
@@ -68,10 +66,59 @@ def detect_format(line: str) -> str:
         return FORMAT_UNKNOWN
     if line[0] == "{" and line[-1] == "}":
         return FORMAT_JSON
-    # Longer lines are not tokenized as logfmt anyway; the bound keeps the regex's backtracking small.
-    if len(line) <= DEFAULT_CONFIG.max_line_length and _LOGFMT_LINE.match(line):
+    if is_logfmt_line(line):
         return FORMAT_LOGFMT
     return FORMAT_UNKNOWN
+
+
+_WORD = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_GO_REGEX_SPACE = frozenset("\t\n\f\r ")
+# States of the matcher below: the start (A), then key, `=`, plain value, quote opened, quoted text, quote
+# closed, for a pair followed by a space (1) and for a pair that may end the line (2).
+_A, _K1, _E1, _V1, _Q1, _QD1, _QC1, _K2, _E2, _V2, _Q2, _QD2, _QC2 = range(13)
+
+
+def is_logfmt_line(line: str) -> bool:
+    """Say whether a line matches Loki's logfmt test, `^(\\w+?=([^"]\\S*?|".+?") )*?(\\w+?=([^"]\\S*?|".+?"))+$`.
+
+    Run as a set of states over the characters, so it takes linear time like Go's regexp; a backtracking regex
+    takes exponential time on some lines.
+    """
+    current = {_A}
+    for c in line:
+        word = c in _WORD
+        nxt: set[int] = set()
+        for s in current:
+            if s == _A:
+                if word:
+                    nxt.add(_K1)
+                    nxt.add(_K2)
+            elif s in (_K1, _K2):
+                if word:
+                    nxt.add(s)
+                elif c == "=":
+                    nxt.add(s + 1)
+            elif s in (_E1, _E2):
+                nxt.add(s + 2 if c == '"' else s + 1)
+            elif s in (_Q1, _Q2):
+                if c != "\n":
+                    nxt.add(s + 1)
+            elif s in (_QD1, _QD2):
+                if c != "\n":
+                    nxt.add(s)
+                if c == '"':
+                    nxt.add(s + 1)
+            if s in (_V1, _V2) and c not in _GO_REGEX_SPACE:
+                nxt.add(s)
+            if s in (_V1, _QC1) and c == " ":
+                nxt.add(_A)
+            if s in (_V2, _QC2) and word:
+                # A pair that ends the line may be followed directly by another one.
+                nxt.add(_K2)
+        if not nxt:
+            return False
+        current = nxt
+    return _V2 in current or _QC2 in current
 
 
 # ---- tokenizers -------------------------------------------------------------------------------------------------
@@ -112,7 +159,7 @@ def _boundary() -> re.Pattern[str]:
         lo, hi = re.escape(punct[i]), re.escape(punct[j])
         ranges.append(lo if i == j else f"{lo}-{hi}")
         i = j + 1
-    return re.compile("[ =" + "".join(ranges) + "]")
+    return re.compile("([ =" + "".join(ranges) + "])")
 
 
 class PunctuationTokenizer:
@@ -126,24 +173,21 @@ class PunctuationTokenizer:
         """Return (tokens, indexes of the tokens a space follows), or None for an over-long line."""
         if _byte_length_over(line, self.max_line_length):
             return None
+        parts = _boundary().split(line)  # text, boundary, text, …, text
         tokens: Tokens = []
         spaces: list[int] = []
-        start = 0
-        for m in _boundary().finditer(line):
-            i = m.start()
-            if i > start:
-                tokens.append(line[start:i])
-            c = m.group()
-            if c == " ":
+        for j in range(1, len(parts), 2):
+            if parts[j - 1]:
+                tokens.append(parts[j - 1])
+            if parts[j] == " ":
                 spaces.append(len(tokens) - 1)
             else:
-                tokens.append(c)
-            start = i + 1
+                tokens.append(parts[j])
             if len(tokens) > self.max_tokens:
                 # Drain drops lines with this many tokens; stop early.
-                break
-        if start < len(line):
-            tokens.append(line[start:])
+                return tokens, spaces
+        if parts[-1]:
+            tokens.append(parts[-1])
         return tokens, spaces
 
     def join(self, tokens: Tokens, state: Any) -> str:
@@ -228,11 +272,8 @@ class JsonTokenizer:
 
     def tokenize(self, line: str) -> tuple[Tokens, Any] | None:
         """Tokenize the first message field present (its raw JSON text), or None when there is none."""
-        found = None
-        for key in self.fields:
-            found = top_level_json_string(line, key)
-            if found is not None:
-                break
+        strings = top_level_json_strings(line, self.fields)
+        found = next((strings[k] for k in self.fields if strings.get(k) is not None), None)
         if found is None or _byte_length_over(found, self.max_line_length):
             return None
         return self.inner.tokenize(found)
@@ -247,51 +288,54 @@ _JSON_STRING = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _JSON_SCALAR = re.compile(r"[^,}\]\s]+")
 
 
-def top_level_json_string(line: str, key: str) -> str | None:
-    """Return the raw (still escaped) text of the string value of `key` in a JSON object line, or None.
+def top_level_json_strings(line: str, keys: Sequence[str]) -> dict[str, str | None]:
+    """Return the raw (still escaped) text of each key's value in a JSON object line, None where not a string.
 
-    Like the lenient scan Loki uses: the first occurrence of the key among the object's own members counts, and
-    the rest of the line is not validated.
+    Like the lenient scan Loki uses: a key's first occurrence among the object's own members counts, keys not
+    reached (absent, or after text that is not JSON) are left out, and the rest of the line is not validated.
     """
+    found: dict[str, str | None] = {}
     pos = _JSON_WS.match(line, 0).end()  # type: ignore[union-attr]
     if pos >= len(line) or line[pos] != "{":
-        return None
+        return found
     pos += 1
-    while True:
+    while len(found) < len(keys):
         pos = _JSON_WS.match(line, pos).end()  # type: ignore[union-attr]
         m = _JSON_STRING.match(line, pos)
         if m is None:
-            return None
+            return found
         name = m.group(1)
         if "\\" in name:
             try:
                 name = json.loads(m.group())
             except ValueError:
-                return None
+                return found
         pos = _JSON_WS.match(line, m.end()).end()  # type: ignore[union-attr]
         if pos >= len(line) or line[pos] != ":":
-            return None
+            return found
         pos = _JSON_WS.match(line, pos + 1).end()  # type: ignore[union-attr]
         if pos >= len(line):
-            return None
+            return found
+        wanted = name in keys and name not in found
         if line[pos] == '"':
             v = _JSON_STRING.match(line, pos)
             if v is None:
-                return None
-            if name == key:
-                return v.group(1)
+                return found
+            if wanted:
+                found[name] = v.group(1)
             pos = v.end()
         else:
             end = _skip_json_value(line, pos)
             if end < 0:
-                return None
-            if name == key:
-                return None
+                return found
+            if wanted:
+                found[name] = None
             pos = end
         pos = _JSON_WS.match(line, pos).end()  # type: ignore[union-attr]
         if pos >= len(line) or line[pos] != ",":
-            return None
+            return found
         pos += 1
+    return found
 
 
 def _skip_json_value(line: str, pos: int) -> int:
