@@ -227,8 +227,9 @@ class Frame:
         prev = self.base_del.get(name)
         self.base_del[name] = mask if prev is None else prev | mask
 
-    def set_error(self, error: pa.Array | str, details: pa.Array | str | None, where: np.ndarray,
-                  only_if_none: bool = False) -> None:
+    def set_error(
+        self, error: pa.Array | str, details: pa.Array | str | None, where: np.ndarray, only_if_none: bool = False
+    ) -> None:
         """Set `__error__` (and details) on the rows `where`; with only_if_none, keep an earlier error."""
         if only_if_none and self.err is not None:
             where = where & ~_mask(pc.is_valid(self.err))
@@ -424,8 +425,10 @@ def split_pushdown(stages: Sequence[ast.Stage]) -> tuple[list[ast.LineFilter], l
         item = items[i]
         if isinstance(item, tuple):
             line_filters.extend(item)
-        elif isinstance(item, ast.LabelFilterStage) and _string_only(item.filter) and ERROR not in filter_names(
-            item.filter
+        elif (
+            isinstance(item, ast.LabelFilterStage)
+            and _string_only(item.filter)
+            and ERROR not in filter_names(item.filter)
         ):
             label_filters.append(item.filter)
         else:
@@ -448,6 +451,29 @@ def needs_line(items: Sequence[Item]) -> bool:
 # ---- running stages ---------------------------------------------------------------------------------------
 
 
+_PARSER_STAGES = (ast.JsonParser, ast.LogfmtParser, ast.UnpackParser, ast.RegexpParser, ast.PatternParser)
+
+
+def validate(items: Sequence[Item]) -> None:
+    """Raise a 400 where Loki refuses to build a stage (bad json/logfmt paths, patterns, regexes, templates)."""
+    empty = pa.table(
+        {"stream_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64()), "line": pa.array([], pa.string())}
+    )
+    for item in items:
+        if isinstance(item, _PARSER_STAGES):
+            frame = Frame(empty, {})
+            try:
+                _STAGES[type(item)](item, frame, Hints())
+            except ValueError as exc:
+                raise QueryError(400, f"parse error : stage '{item}' : {exc}") from None
+        elif isinstance(item, ast.LineFormat):
+            _template(item.template)
+        elif isinstance(item, ast.LabelFormat):
+            for f in item.items:
+                if not f.rename:
+                    _template(f.value)
+
+
 def run(frame: Frame, items: Sequence[Item], hints: Hints) -> Frame:
     """Run pipeline stages (in execution order) over a frame; return the rows that are kept."""
     for item in items:
@@ -458,7 +484,10 @@ def run(frame: Frame, items: Sequence[Item], hints: Hints) -> Frame:
         elif isinstance(item, ast.LabelFilterStage):
             frame = frame.take(filter_mask(item.filter, frame, np.ones(frame.n, dtype=bool)))
         else:
-            frame = _STAGES[type(item)](item, frame, hints)
+            try:
+                frame = _STAGES[type(item)](item, frame, hints)
+            except ValueError as exc:
+                raise QueryError(400, f"parse error : stage '{item}' : {exc}") from None
     return frame
 
 

@@ -9,7 +9,7 @@ from loglake.logql.errors import QueryError
 from loglake.logql.lexer import ParseError
 from loglake.logql.linefilter import line_filter_mask
 from loglake.logql.parser import parse as parse_expr
-from loglake.logql.pipeline import Item, split_pushdown
+from loglake.logql.pipeline import Item, split_pushdown, validate
 from loglake.model import LabelMatcher
 
 __all__ = ["LogQuery", "MetricQuery", "RangeAgg", "VectorAgg", "format_query", "line_filter_mask", "parse"]
@@ -131,6 +131,7 @@ def _metric(expr: ast.Expr) -> MetricQuery:
 
 def _log_query(expr: ast.LogSelectorExpr) -> LogQuery:
     line_filters, label_filters, rest = split_pushdown(expr.stages)
+    validate(rest)
     return LogQuery(list(expr.matchers), line_filters, label_filters, rest)
 
 

@@ -101,10 +101,14 @@ def _set_op(op: str, left: SeriesMatrix, right: SeriesMatrix, on: bool, labels: 
         right_present[sig] = right_present.get(sig, np.zeros(steps, dtype=bool)) | pres
     left_sigs = [_signature(lbls, on, labels) for lbls in left.labels]
     if op == "and":
-        present = np.array([p & right_present.get(s, False) for p, s in zip(left.present, left_sigs, strict=True)])
+        present = np.array(
+            [p & right_present.get(s, False) for p, s in zip(left.present, left_sigs, strict=True)], dtype=bool
+        )
         return SeriesMatrix(left.labels, left.values, present.reshape(left.present.shape))
     if op == "unless":
-        present = np.array([p & ~right_present.get(s, False) for p, s in zip(left.present, left_sigs, strict=True)])
+        present = np.array(
+            [p & ~right_present.get(s, False) for p, s in zip(left.present, left_sigs, strict=True)], dtype=bool
+        )
         return SeriesMatrix(left.labels, left.values, present.reshape(left.present.shape))
     left_present: dict[tuple, np.ndarray] = {}
     for sig, pres in zip(left_sigs, left.present, strict=True):
