@@ -886,7 +886,7 @@ def _scalar_text(v: Any) -> str | None:
     return None
 
 
-def _column_text(col: tuple[Any, ...], kinds: set[type]) -> pa.Array:
+def _column_text(col: list[Any], kinds: set[type]) -> pa.Array:
     """One shape column as label values (null where the value is null, an array or an empty object)."""
     if kinds == {str}:
         return _no_fffd(pa.array(col, _STR))
@@ -913,47 +913,43 @@ def _shape_plan(keys: tuple[str, ...], wanted: Wanted | None) -> list[tuple[str,
 
 
 def _emit_json_shapes(
-    shapes: dict[tuple[str, ...], tuple[list[int], list[tuple[Any, ...]]]],
+    shapes: dict[tuple[str, ...], tuple[list[int], list[dict[str, Any]]]],
     texts: list[str],
     acc: _Acc,
     wanted: Wanted | None,
     general: list[tuple[int, Any]],
 ) -> None:
     """Turn flat objects grouped by key sequence into label columns."""
-    for keys, (rows, vals) in shapes.items():
+    for keys, (rows, objs) in shapes.items():
         plan = _shape_plan(keys, wanted)
         if not plan:
             continue
-        cols = list(zip(*vals, strict=True))
-        kinds_of: dict[int, set[type]] = {}
+        cols: dict[int, tuple[list[Any], set[type]]] = {}
         moved: set[int] = set()
         for _, positions in plan:
             for pos in positions:
-                col = cols[pos]
-                kinds = kinds_of[pos] = set(map(type, col))
+                col = list(map(itemgetter(keys[pos]), objs))
+                kinds = set(map(type, col))
+                cols[pos] = (col, kinds)
                 if float in kinds:
                     moved.update(j for j, v in enumerate(col) if type(v) is float)
                 if int in kinds and 0 in col:
                     moved.update(
-                        j
-                        for j, v in enumerate(col)
-                        if type(v) is int and v == 0 and _MINUS_ZERO.search(texts[rows[j]])
+                        j for j, v in enumerate(col) if type(v) is int and v == 0 and _MINUS_ZERO.search(texts[rows[j]])
                     )
         if moved:
             # Rows whose numbers need their raw text go through the per-row path.
+            general.extend((rows[j], objs[j]) for j in sorted(moved))
             keep = [j for j in range(len(rows)) if j not in moved]
-            general.extend((rows[j], dict(zip(keys, vals[j], strict=True))) for j in sorted(moved))
             if not keep:
                 continue
             rows = [rows[j] for j in keep]
-            vals = [vals[j] for j in keep]
-            cols = list(zip(*vals, strict=True))
-            kinds_of = {pos: set(map(type, cols[pos])) for pos in kinds_of}
+            cols = {pos: ([col[j] for j in keep], kinds) for pos, (col, kinds) in cols.items()}
         idx = np.asarray(rows, dtype=np.int64)
         for name, positions in plan:
-            values = _column_text(cols[positions[0]], kinds_of[positions[0]])
+            values = _column_text(*cols[positions[0]])
             for pos in positions[1:]:
-                values = pc.coalesce(values, _column_text(cols[pos], kinds_of[pos]))
+                values = pc.coalesce(values, _column_text(*cols[pos]))
             if values.null_count < len(values):
                 acc.piece(name, idx, values)
 
@@ -967,7 +963,7 @@ def parse_json(lines: pa.Array, wanted: Wanted | None = None) -> Extraction:
     texts = _texts(lines)
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
-    shapes: dict[tuple[str, ...], tuple[list[int], list[tuple[Any, ...]]]] = {}
+    shapes: dict[tuple[str, ...], tuple[list[int], list[dict[str, Any]]]] = {}
     general: list[tuple[int, Any]] = []
     exact: list[int] = []
     for i, line in enumerate(texts):
@@ -980,16 +976,18 @@ def parse_json(lines: pa.Array, wanted: Wanted | None = None) -> Extraction:
             acc.error(i, ERR_JSON, MALFORMED_OBJECT)
             continue
         # As many '":' as keys and no spaced key: flat, no duplicate keys, no '":' inside strings.
-        if line.count('":') != len(obj) or _maybe_spaced_key(line):
+        if line.count('":') != len(obj) or (
+            ('" ' in line or "\t" in line or "\n" in line or "\r" in line) and _SPACED_KEY.search(line)
+        ):
             general.append((i, obj))
             continue
         keys = tuple(obj)
         batch = shapes.get(keys)
         if batch is None:
-            shapes[keys] = ([i], [tuple(obj.values())])
+            shapes[keys] = ([i], [obj])
         else:
             batch[0].append(i)
-            batch[1].append(tuple(obj.values()))
+            batch[1].append(obj)
     _emit_json_shapes(shapes, texts, acc, wanted, general)
     for i, obj in general:
         labels = _json_tree(texts[i], obj, wanted)
@@ -1152,9 +1150,7 @@ def _walk(obj: Any, path: list[tuple[str, int | None]]) -> Any:
 def parse_json_fields(lines: pa.Array, fields: list[tuple[str, str]]) -> Extraction:
     """`| json a="b.c[0]", ...`: each label from its path ("" where the path is missing)."""
     ids = [name for name, _ in fields]
-    paths = [
-        [f"[{p}]" if isinstance(p, int) else p for p in _parse_json_path(expr)] for _, expr in fields
-    ]
+    paths = [[f"[{p}]" if isinstance(p, int) else p for p in _parse_json_path(expr)] for _, expr in fields]
     n = len(lines)
     acc = _Acc(n)
     texts = _texts(lines)
@@ -1162,9 +1158,7 @@ def parse_json_fields(lines: pa.Array, fields: list[tuple[str, str]]) -> Extract
     walkable = len(set(ids)) == len(ids) and all(
         p and not (p[0] == "[" and not _CANONICAL_INDEX.fullmatch(p)) for path in paths for p in path
     )
-    walk_paths = [
-        [(p, int(p[1:-1]) if _CANONICAL_INDEX.fullmatch(p) else None) for p in path] for path in paths
-    ]
+    walk_paths = [[(p, int(p[1:-1]) if _CANONICAL_INDEX.fullmatch(p) else None) for p in path] for path in paths]
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
     for i, line in enumerate(texts):
@@ -1460,18 +1454,98 @@ def _logfmt_plain(line: str) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     return tuple(key_list), tuple(val_list)
 
 
-def _prefilter(lines: pa.Array, names: frozenset[str]) -> np.ndarray | None:
-    """Rows that might hold a key of one of `names` (a text every such key contains), or None for all."""
-    mask = None
-    for name in names:
-        chunk = max(name.split("_"), key=len)
-        if not chunk:
-            return None
-        hit = pc.match_substring(lines, chunk)
-        mask = hit if mask is None else pc.or_(mask, hit)
-    if mask is None:
+# One step of the non-strict decoder as a regular expression (Rust syntax), from a non-space character to
+# where the decoder goes on: a bare key, key=, key="quoted" (next token may follow at once), an unterminated
+# quote, key=value, and the errors that skip to the next space. Tokens that stop at a space consume it.
+_RX_WS = r"[\x00-\x20]"
+_RX_NW = r"[^\x00-\x20]"
+_RX_KC = r'[^\x00-\x20="]'
+_RX_QC = r'(?:[^"\\]|\\(?s:.))'
+_RX_END = rf"(?:{_RX_WS}|$)"
+_RX_TOKEN = (
+    rf'(?:{_RX_KC}+{_RX_END}|{_RX_KC}*"{_RX_NW}*{_RX_END}|={_RX_NW}*{_RX_END}|{_RX_KC}+={_RX_END}'
+    rf'|{_RX_KC}+="{_RX_QC}*"|{_RX_KC}+="{_RX_QC}*\\?$|{_RX_KC}+={_RX_KC}+{_RX_END}'
+    rf"|{_RX_KC}+=(?:{_RX_KC}+[=\"]|=){_RX_NW}*{_RX_END})"
+)
+# Quoted content the decoder accepts (every escape valid); it always unquotes to something non-empty.
+_RX_QGOOD = r'(?:[^"\\]|\\["\\/\'bfnrt]|\\u[0-9A-Fa-f]{4})'
+# Key characters Loki turns into "_" (spaces Go trims are allowed around the key).
+_RX_UNDERSCORE = r'[^\x00-\x20="A-Za-z0-9\x{FFFD}]'
+_RX_TRIM = "[\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}]*"
+
+
+def _key_regex(name: str) -> str | None:
+    """A Rust regex for the raw logfmt keys Loki names `name`, or None if no key gets that name."""
+    if not re.fullmatch(r"[A-Za-z0-9_]+", name) or "0" <= name[0] <= "9":
         return None
-    return np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False))
+    core = "".join(_RX_UNDERSCORE if c == "_" else c for c in name)
+    if len(name) > 1 and name[0] == "_" and "0" <= name[1] <= "9":
+        core = f"(?:{_RX_UNDERSCORE})?" + core[len(_RX_UNDERSCORE) :]
+    return _RX_TRIM + core + _RX_TRIM
+
+
+def _first_token_regex(name: str, keep_empty: bool) -> str | None:
+    """Anchored regex matching a line up to the end of its first pair that sets `name` (non-strict)."""
+    key = _key_regex(name)
+    if key is None:
+        return None
+    if keep_empty:
+        target = rf'{key}(?:=(?:"{_RX_QGOOD}*"|{_RX_KC}*{_RX_END})|{_RX_END})'
+    else:
+        target = rf'{key}=(?:"{_RX_QGOOD}+"|{_RX_KC}+{_RX_END})'
+    return rf"^(?:{_RX_WS}*{_RX_TOKEN})*?{_RX_WS}*{target}"
+
+
+_KC_RUN = re.compile(r'[^\x00-\x20="]*')
+
+
+def _value_at_end(matched: str) -> str:
+    """The value of the pair a `_first_token_regex` match ends with."""
+    if matched and matched[-1] <= " ":
+        matched = matched[:-1]
+    if matched.endswith('"'):
+        content = matched[matched.rfind('="', 0, len(matched) - 1) + 2 : -1]
+        if "\\" in content:
+            content = _logfmt_unquote(content) or ""
+    else:
+        # An unquoted value (or a bare key) is the run of key characters the match ends with.
+        tail = _KC_RUN.match(matched[::-1])
+        run = tail.end() if tail else 0
+        before = len(matched) - run - 1
+        content = matched[before + 1 :] if before >= 0 and matched[before] == "=" else ""
+    return content.replace("\ufffd", " ") if "\ufffd" in content else content
+
+
+def _logfmt_wanted_columns(lines: pa.Array, names: frozenset[str], keep_empty: bool, acc: _Acc) -> bool:
+    """Non-strict `| logfmt` with hints, by one regex per name; False if a name needs the per-line path."""
+    patterns = {}
+    for name in names:
+        pattern = _first_token_regex(name, keep_empty)
+        if pattern is not None:
+            patterns[name] = pattern
+    text = pl.Series(lines).fill_null("")
+    # Keys holding U+FFFD are errors the token regex does not model: those lines take the decoder.
+    odd = np.flatnonzero(text.str.contains("\ufffd", literal=True).to_numpy())
+    found: list[tuple[str, np.ndarray, pa.Array]] = []
+    for name, pattern in patterns.items():
+        try:
+            matched = text.str.extract_all(pattern).list.first()
+        except pl.exceptions.PolarsError:
+            return False
+        idx = np.flatnonzero(matched.is_not_null().to_numpy())
+        if len(odd):
+            idx = np.setdiff1d(idx, odd)
+        if len(idx):
+            values = [_value_at_end(m) for m in matched.gather(idx).to_list()]
+            found.append((name, idx.astype(np.int64), pa.array(values, _STR)))
+    for name, idx, values in found:
+        acc.piece(name, idx, values)
+    texts = _texts(lines) if len(odd) else []
+    for i in odd.tolist():
+        labels, _ = _logfmt_exact(texts[i], False, keep_empty, Wanted(names))
+        if labels:
+            acc.add(i, labels)
+    return True
 
 
 def parse_logfmt(lines: pa.Array, strict: bool, keep_empty: bool, wanted: Wanted | None = None) -> Extraction:
@@ -1480,16 +1554,12 @@ def parse_logfmt(lines: pa.Array, strict: bool, keep_empty: bool, wanted: Wanted
     acc = _Acc(n, wanted)
     if wanted is not None and not wanted.names:
         return acc.build()
+    if wanted is not None and not strict and _logfmt_wanted_columns(lines, wanted.names, keep_empty, acc):
+        return acc.build()
     texts = _texts(lines)
-    rows: Iterable[int] = range(n)
-    if wanted is not None and not strict:
-        # Without strict mode a line without a wanted key gives nothing at all.
-        hits = _prefilter(lines, wanted.names)
-        if hits is not None:
-            rows = hits.tolist()
     shapes: dict[tuple[str, ...], tuple[list[int], list[tuple[str, ...]]]] = {}
     exact: list[int] = []
-    for i in rows:
+    for i in range(n):
         got = _logfmt_plain(texts[i])
         if got is None:
             exact.append(i)
@@ -1572,9 +1642,7 @@ def _parse_logfmt_key(expr: str) -> str:
     return parts[0] + "%!(EXTRA " + ", ".join(f"string={p}" for p in parts[1:]) + ")"
 
 
-def parse_logfmt_fields(
-    lines: pa.Array, fields: list[tuple[str, str]], strict: bool, keep_empty: bool
-) -> Extraction:
+def parse_logfmt_fields(lines: pa.Array, fields: list[tuple[str, str]], strict: bool, keep_empty: bool) -> Extraction:
     """`| logfmt a="b", c`: each label from its key; every label exists ("" until found), the last pair wins."""
     ids = list(dict.fromkeys(name for name, _ in fields))
     key_of = {name: _parse_logfmt_key(expr) for name, expr in fields}
