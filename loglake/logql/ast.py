@@ -142,12 +142,19 @@ def _pretty_stage_group(group: list[Stage], level: int, width: int) -> str:
 
 
 def _pretty_line_filters(filters: list[LineFilter], level: int, width: int) -> str:
-    text = " ".join(str(f) for f in filters)
-    if len(text) <= width:
-        return indent(level) + text
-    # Loki splits a long chain from its end; each split-off filter loses its `or` alternatives.
-    head = _pretty_line_filters(filters[:-1], level, width) + "\n" if len(filters) > 1 else ""
-    return head + indent(level) + filters[-1].head_string()
+    # Loki splits a long chain from its end until the rest fits on one line; each split-off filter
+    # loses its `or` alternatives. Done in a loop: a chain can hold thousands of filters.
+    texts = [str(f) for f in filters]
+    fitting = 0
+    length = -1
+    for text in texts:
+        length += len(text) + 1
+        if length > width:
+            break
+        fitting += 1
+    lines = [" ".join(texts[:fitting])] if fitting else []
+    lines.extend(f.head_string() for f in filters[fitting:])
+    return "\n".join(indent(level) + line for line in lines)
 
 
 # -- line filters -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, is_dataclass
 
 from loglake.logql.ast import (
     BinaryLabelFilter,
@@ -61,6 +61,14 @@ from loglake.logql.regex import RegexError, capture_names, parse_regex
 from loglake.model import LabelMatcher, MatchOp
 
 __all__ = ["ParseError", "parse", "parse_log_selector", "parse_sample_expr"]
+
+MAX_DEPTH = 256
+"""Deepest syntax tree a query may build (Loki has no limit, but deeper trees exhaust Python's stack)."""
+
+ERR_TOO_DEEP = (
+    f"query nests too deeply: at most {MAX_DEPTH} levels of parentheses, aggregations, binary operations "
+    "and label filters are allowed"
+)
 
 ERR_EMPTY_COMPATIBLE = (
     "queries require at least one regexp or equality matcher that does not have an empty-compatible value. "
@@ -868,6 +876,19 @@ def _vector_aggregation(operation: str, expr: SampleExpr, grouping: Grouping | N
 # -- checks made once the whole query is read -----------------------------------------------------
 
 
+def _check_depth(expr: Expr) -> None:
+    """Raise ParseError if the tree is deeper than the printer and the engine (both recursive) can walk."""
+    stack: list[tuple[object, int]] = [(expr, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ParseError(ERR_TOO_DEEP)
+        for value in vars(node).values():
+            for child in value if isinstance(value, tuple) else (value,):
+                if is_dataclass(child) and not isinstance(child, type):
+                    stack.append((child, depth + 1))
+
+
 def _check_matchers(matchers: tuple[LabelMatcher, ...]) -> None:
     from loglake.logql.linefilter import matcher_matches_empty
 
@@ -914,9 +935,13 @@ def parse(query: str, *, check_stages: bool = True) -> Expr:
     if size >= MAX_INPUT_SIZE:
         raise ParseError(f"input size too long ({size} > {MAX_INPUT_SIZE})")
     parser = _Parser(query)
-    expr, _ = parser.parse_expr()
+    try:
+        expr, _ = parser.parse_expr()
+    except RecursionError:
+        raise ParseError(ERR_TOO_DEEP) from None
     if parser.tok.kind != Tok.END:
         raise parser.unexpected()
+    _check_depth(expr)
     _validate(expr)
     if check_stages:
         from loglake.logql.linefilter import check_pipeline

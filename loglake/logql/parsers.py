@@ -1,13 +1,11 @@
 """Loki's parser stages (`json`, `logfmt`, `unpack`, `pattern`, `regexp`) over a column of log lines.
 
-Each function takes every line of a batch at once and returns the labels it extracts as columns, with the
-values, label names, error labels and error texts Loki 3.7 gives for the same lines. Loki's JSON parsing is
-grafana/jsonparser's lenient scanner; valid JSON takes a fast path (orjson, lines grouped by their key
-sequence so that columns are built in C), and every line where that path could differ from the scanner goes
-through a faithful Python port of it. Logfmt works the same way: plain lines are split with str methods,
-everything else runs a port of Loki's logfmt decoder.
+Each function reads every line of a batch at once and returns the labels it extracts as columns, with the
+values, label names, error labels and error texts Loki 3.7 gives for the same lines (grafana/jsonparser's
+lenient scanning, Loki's logfmt decoder, its parser hints). Lines that a fast path (orjson, str methods, one
+Rust regex per hinted logfmt key) could read differently from Loki go through ports of those scanners.
 
-Names are returned raw (sanitized as Loki does, but without the `_extracted` rename for clashes with stream
+Names are returned raw (sanitized as Loki does, without the `_extracted` rename for clashes with stream
 labels or structured metadata): the caller knows each row's base labels and renames per row.
 """
 
