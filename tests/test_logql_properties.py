@@ -896,7 +896,7 @@ def check_parses_or_fails_cleanly(query: str) -> None:
         try:
             reread = parse(printed)
         except ParseError:
-            # Loki prints some trees as text it cannot read (NaN, non-ASCII label names, `0B`).
+            # Loki prints some trees as text it cannot read (NaN, -0, non-ASCII label names, `0B`).
             event("printed form does not parse")
             return
         assert str(reread) == printed, printed
