@@ -72,7 +72,7 @@ class LoglakeApp:
     def _routes(self) -> list[Route]:
         from loglake.api.explore import explore_routes
 
-        h = self._handler
+        h = self.handler
         return [
             *explore_routes(self),
             Route("/loki/api/v1/push", h(self.push, "push"), methods=["POST"]),
@@ -97,9 +97,11 @@ class LoglakeApp:
             Route("/ingester/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
         ]
 
-    def _handler(
+    def handler(
         self, fn: Callable[[Request], Awaitable[Response]], route: str
     ) -> Callable[[Request], Awaitable[Response]]:
+        """Wrap a route's function with the API's error answers and request metrics."""
+
         async def endpoint(request: Request) -> Response:
             t0 = time.perf_counter()
             try:

@@ -43,7 +43,7 @@ END_BEFORE_START = "end timestamp must not be before or equal to start time"
 def explore_routes(app: LoglakeApp) -> list[Route]:
     """Return the routes of the exploration endpoints, served by `app` (GET and POST, as Loki)."""
     api = ExploreApi(app)
-    h = app._handler
+    h = app.handler
     both = ["GET", "POST"]
     return [
         Route("/loki/api/v1/detected_fields", h(api.detected_fields, "detected_fields"), methods=both),
@@ -143,31 +143,7 @@ class ExploreApi:
         self, piece: Piece, q: qp.LogQuery, streams: dict[int, LabelSet], limit: int
     ) -> Iterator[tuple[int, int, SampledEntry]]:
         """Yield (ts, stream id, entry) for the newest `limit` rows of a piece that the query keeps."""
-        rows = piece.load(["stream_id", "ts", "line", "metadata"])
-        if q.line_filters and rows.num_rows:
-            rows = rows.filter(pa.array(qp.line_filter_mask(q.line_filters, rows.column("line"))))
-        if q.label_filters and rows.num_rows:
-            view = pipeline.LabelView(rows, streams)
-            keep = np.ones(rows.num_rows, dtype=bool)
-            for f in q.label_filters:
-                keep &= pipeline.label_filter_mask(f, view)
-            rows = rows.filter(pa.array(keep))
-        if not rows.num_rows:
-            return
-        if not q.stages:
-            ts = rows.column("ts").to_numpy()
-            idx = _newest(ts, limit)
-            top = rows.take(pa.array(idx))
-            for t, sid, line, meta in zip(
-                top.column("ts").to_pylist(),
-                top.column("stream_id").to_pylist(),
-                top.column("line").to_pylist(),
-                top.column("metadata").to_pylist(),
-                strict=True,
-            ):
-                yield t, sid, SampledEntry(streams[sid], line, meta or ())
-            return
-        frame = pipeline.run(pipeline.Frame(rows, streams), q.stages, pipeline.Hints())
+        frame = self.app.engine.load_frame(piece, q, streams)
         if not frame.n:
             return
         top_frame = frame.take(_newest(frame.ts, limit))

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 from loglake.logql import pipeline
 from loglake.logql import plan as qp
 from loglake.logql.errors import QueryError
-from loglake.logql.pipeline import Frame, Hints, LabelView, label_filter_mask, make_hints, needs_line
+from loglake.logql.pipeline import Frame, Hints, make_hints, needs_line
 from loglake.logql.printer import go_duration
 from loglake.logql.results import QueryStats, format_ts, format_value
 from loglake.logql.series import SeriesMatrix, binary, label_replace
@@ -263,11 +263,18 @@ class QueryEngine:
         ids = np.fromiter(streams, dtype=np.int64, count=len(streams))
         return streams, self.store.pieces(tenant, ids, start, end, batch_rows)
 
-    def _frame(
-        self, piece: Piece, q: qp.LogQuery, stats: QueryStats, streams: dict[int, LabelSet], hints: Hints,
-        need_line: bool,
+    def load_frame(
+        self,
+        piece: Piece,
+        q: qp.LogQuery,
+        streams: dict[int, LabelSet],
+        stats: QueryStats | None = None,
+        hints: Hints | None = None,
+        need_line: bool = True,
     ) -> Frame:
         """Load a piece's rows, run the query's pipeline over them and return what is kept, with labels."""
+        stats = stats if stats is not None else QueryStats()
+        hints = hints if hints is not None else Hints()
         if time.perf_counter() > stats.deadline:
             raise QueryError(504, TIMEOUT_MESSAGE)
         need_line = need_line or bool(q.line_filters) or needs_line(q.stages)
@@ -294,10 +301,10 @@ class QueryEngine:
         if q.line_filters and n:
             keep = qp.line_filter_mask(q.line_filters, rows.column("line"))
         if q.label_filters and n:
-            view = LabelView(rows, streams)
+            probe = Frame(rows, streams)
             keep = np.ones(n, dtype=bool) if keep is None else keep
             for f in q.label_filters:
-                keep &= label_filter_mask(f, view)
+                keep &= pipeline.filter_mask(f, probe, keep.copy())
         if late and (keep is None or keep.any()):
             extra = piece.load(late)
             for c in late:
@@ -333,7 +340,7 @@ class QueryEngine:
         kept_rows = 0
         bound: int | None = None
         hints = Hints(no_labels=True) if light else Hints()
-        load = partial(self._frame, q=q, stats=stats, streams=streams, hints=hints, need_line=not light)
+        load = partial(self.load_frame, q=q, streams=streams, stats=stats, hints=hints, need_line=not light)
         for piece, frame in _scan(pieces, load):
             if bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound):
                 break
@@ -440,7 +447,7 @@ class QueryEngine:
         acc = _Accumulator(grid.count)
         samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         def extract(piece: Piece) -> tuple[Frame, np.ndarray]:
-            frame = self._frame(piece, r.query, stats, streams, hints, need_line=by_bytes)
+            frame = self.load_frame(piece, r.query, streams, stats, hints, need_line=by_bytes)
             if r.unwrap is not None and frame.n:
                 return pipeline.unwrap(frame, r.unwrap)
             if by_bytes and frame.line is not None:

@@ -408,6 +408,9 @@ def go_parse_float(text: str) -> float:
         raise ValueError(f"strconv.ParseFloat: parsing {_go_quote(text)}: invalid syntax")
     s = text.replace("_", "")
     lower = s.lower().lstrip("+-")
+    if "_" in text and not lower.startswith("0x"):
+        # Go allows digit separators in a float only after a base prefix.
+        raise ValueError(f"strconv.ParseFloat: parsing {_go_quote(text)}: invalid syntax")
     if lower.startswith("0x"):
         value = float.fromhex(s)
     else:

@@ -32,6 +32,7 @@ from loglake.logql.linefilter import (
 from loglake.logql.printer import humanize_bytes
 from loglake.model import LabelSet
 
+NS = 1_000_000_000
 ERROR = "__error__"
 ERROR_DETAILS = "__error_details__"
 EXTRACTED = "_extracted"
@@ -539,32 +540,51 @@ def _compare(values: np.ndarray, op: ast.CompareOp, target: float) -> np.ndarray
 
 def _ip_mask(f: ast.IpLabelFilter, frame: Frame) -> np.ndarray:
     matcher = parse_ip_pattern(f.pattern)
-    values = frame.get(f.name).to_pylist()
-    errored = frame.has_error()
-    out = np.zeros(frame.n, dtype=bool)
-    cache: dict[str, bool] = {}
-    for i, v in enumerate(values):
-        if errored[i]:
-            out[i] = True
-            continue
-        if v is None:
-            continue
-        hit = cache.get(v)
-        if hit is None:
-            hit = cache[v] = ip_label_matches(matcher, v)
-        out[i] = hit if f.op != ast.CompareOp.NEQ else not hit
-    return out
+    encoded = pc.dictionary_encode(frame.get(f.name))
+    # One address test per distinct value; a missing label never matches, a row with an error always passes.
+    hits = np.array([ip_label_matches(matcher, v) for v in encoded.dictionary.to_pylist()] + [False])
+    idx = encoded.indices.fill_null(len(hits) - 1).to_numpy(zero_copy_only=False).astype(np.int64)
+    present = _mask(encoded.indices.is_valid())
+    out = hits[idx] if f.op != ast.CompareOp.NEQ else present & ~hits[idx]
+    return out | frame.has_error()
+
+
+# Plain decimals and single-unit durations, the common cases, are converted by polars; the rest by Go's rules.
+_PLAIN_FLOAT = r"^[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?$"
+_SIMPLE_DURATION = r"^(\d{1,12})(ns|us|µs|ms|s|m|h)$"
+_UNIT_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": NS, "m": 60 * NS, "h": 3600 * NS}
+
+
+def _fast_convert(uniq: pl.Series, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers for the distinct values polars can convert exactly as Go would, and where it could."""
+    if kind == "float":
+        ok = uniq.str.contains(_PLAIN_FLOAT).fill_null(False)
+        nums = uniq.cast(pl.Float64, strict=False)
+    elif kind in ("duration", "duration_ns"):
+        parts = uniq.str.extract_groups(_SIMPLE_DURATION)
+        number = parts.struct.field("1").cast(pl.Int64, strict=False)
+        scale = parts.struct.field("2").replace_strict(_UNIT_NS, default=None, return_dtype=pl.Int64)
+        ns = (number * scale).fill_null(0).to_numpy()
+        ok = (number * scale).is_not_null()
+        nums = pl.Series(ns.astype(np.float64) if kind == "duration_ns" else _go_seconds(ns))
+    else:
+        return np.zeros(len(uniq)), np.zeros(len(uniq), dtype=bool)
+    ok_np = ok.to_numpy() & nums.is_not_null().to_numpy()
+    return nums.fill_null(0.0).to_numpy(), ok_np
 
 
 def _convert(values: pa.Array, kind: str) -> tuple[np.ndarray, np.ndarray, pa.Array]:
     """Parse label text into numbers: (values, parsed ok, Go error text where not), nulls count as not ok."""
     n = len(values)
     encoded = pc.dictionary_encode(values)
-    uniq = encoded.dictionary.to_pylist()
-    nums = np.zeros(len(uniq) + 1)
-    oks = np.zeros(len(uniq) + 1, dtype=bool)
+    uniq = encoded.dictionary
+    fast, fast_ok = _fast_convert(pl.from_arrow(uniq), kind) if len(uniq) else (np.zeros(0), np.zeros(0, bool))
+    nums = np.append(fast, 0.0)
+    oks = np.append(fast_ok, False)
     errs: list[str | None] = [None] * (len(uniq) + 1)
-    for j, text in enumerate(uniq):
+    slow = np.flatnonzero(~fast_ok)
+    texts = uniq.take(pa.array(slow, pa.int64())).to_pylist() if len(slow) else []
+    for j, text in zip(slow.tolist(), texts, strict=True):
         try:
             nums[j] = _CONVERTERS[kind](text)
             oks[j] = True
@@ -585,10 +605,18 @@ def _bytes(text: str) -> float:
         raise
 
 
+def _go_seconds(ns: np.ndarray | int) -> Any:
+    """Go's Duration.Seconds(): whole seconds plus the remainder, so results match Loki to the last bit."""
+    arr = np.asarray(ns, dtype=np.int64)
+    whole = np.sign(arr) * (np.abs(arr) // NS)  # Go divides towards zero
+    out = whole.astype(np.float64) + (arr - whole * NS).astype(np.float64) / 1e9
+    return out if isinstance(ns, np.ndarray) else float(out)
+
+
 _CONVERTERS: dict[str, Callable[[str], float]] = {
     "float": go_parse_float,
     "duration_ns": lambda t: float(parse_go_duration(t)),
-    "duration": lambda t: parse_go_duration(t) / 1e9,
+    "duration": lambda t: _go_seconds(parse_go_duration(t)),
     "bytes": _bytes,
 }
 
@@ -838,22 +866,3 @@ def unwrap(frame: Frame, u: ast.Unwrap) -> tuple[Frame, np.ndarray]:
         frame = frame.take(keep)
         nums = nums[keep]
     return frame, nums
-
-
-# ---- stream-label filters while loading ---------------------------------------------------------------------
-
-
-class LabelView:
-    """Stream labels overlaid with structured metadata for the rows of one piece, one column per name."""
-
-    def __init__(self, rows: pa.Table, streams: dict[int, LabelSet]) -> None:
-        self.frame = Frame(rows, streams)
-
-    def column(self, name: str) -> pa.Array:
-        """Return the value of label `name` for every row (null where the row has no such label)."""
-        return self.frame.get(name)
-
-
-def label_filter_mask(f: ast.LabelFilter, view: LabelView) -> np.ndarray:
-    """Return which rows a stream-label or metadata string filter keeps."""
-    return filter_mask(f, view.frame, np.ones(view.frame.n, dtype=bool))

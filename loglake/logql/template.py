@@ -653,6 +653,27 @@ def _to_time(v: Any) -> dt.datetime:
     raise TemplateRuntimeError(f"wrong type for value; expected time.Time; got {_go_type(v)}")
 
 
+class _EntryTime(dt.datetime):
+    """An entry's time: a datetime that also keeps the nanoseconds datetime cannot hold."""
+
+    ns: int = 0
+
+
+def _entry_time(ts_ns: int) -> dt.datetime:
+    seconds, rest = divmod(ts_ns, 1_000_000_000)
+    base = dt.datetime.fromtimestamp(seconds, dt.UTC)
+    t = _EntryTime(base.year, base.month, base.day, base.hour, base.minute, base.second, rest // 1000, dt.UTC)
+    t.ns = ts_ns
+    return t
+
+
+def _unix_nanos(t: dt.datetime) -> int:
+    if isinstance(t, _EntryTime):
+        return t.ns
+    delta = t - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
 def _unix_to_time(v: Any) -> dt.datetime:
     text = _to_str(v)
     try:
@@ -773,9 +794,9 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "default": _default,
     "fromJson": _from_json,
     # time
-    "unixEpoch": lambda t: str(int(_to_time(t).timestamp())),
-    "unixEpochMillis": lambda t: str(int(_to_time(t).timestamp() * 1000)),
-    "unixEpochNanos": lambda t: str(round(_to_time(t).timestamp() * 1e6) * 1000),
+    "unixEpoch": lambda t: str(_unix_nanos(_to_time(t)) // 1_000_000_000),
+    "unixEpochMillis": lambda t: str(_unix_nanos(_to_time(t)) // 1_000_000),
+    "unixEpochNanos": lambda t: str(_unix_nanos(_to_time(t))),
     "unixToTime": _unix_to_time,
     "toDate": lambda layout, v: _go_parse_time(_to_str(layout), _to_str(v), dt.UTC),
     "toDateInZone": lambda layout, v, zone: _go_parse_time(_to_str(layout), _to_str(v), _zone(zone)),
@@ -915,9 +936,7 @@ class Template:
 
     def render(self, labels: Mapping[str, str], line: str, ts_ns: int) -> str:
         """Execute the template for one entry."""
-        ts = dt.datetime.fromtimestamp(ts_ns // 1_000_000_000, dt.UTC) + dt.timedelta(
-            microseconds=(ts_ns % 1_000_000_000) // 1000
-        )
+        ts = _entry_time(ts_ns)
         ctx = _Ctx(line, ts, self._defines)
         out: list[str] = []
         try:
