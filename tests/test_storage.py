@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 
+from loglake.model import ENTRY_SCHEMA, METADATA_TYPE
+from loglake.store.block import ROW_GROUP_ROWS, BlockReader, group_bounds, stream_ranker, write_block
 from tests.helpers import now_ns, push_json, read_all, stream
 
 
@@ -13,7 +18,7 @@ def _blocks(server) -> list:
     return sorted((server.data_dir / "blocks").rglob("*.parquet"))
 
 
-def test_blocks_are_plain_parquet_sorted_by_stream_and_time(make_server) -> None:
+def test_blocks_are_plain_parquet_sorted_by_labels_and_time(make_server) -> None:
     server = make_server({"compactor": {"compaction_interval": "1h"}})
     base = now_ns() - 30 * 10**9
     with server.client() as c:
@@ -26,8 +31,9 @@ def test_blocks_are_plain_parquet_sorted_by_stream_and_time(make_server) -> None
     (path,) = _blocks(server)
     table = pq.read_table(path)
     assert table.column_names == ["stream_id", "ts", "line", "metadata"]
-    rows = list(zip(*(table.column(n).to_pylist() for n in ("stream_id", "ts")), strict=True))
-    assert rows == sorted(rows), "rows must be sorted by (stream_id, ts)"
+    assert table.column("line").to_pylist() == ["a one", "", "b early", "b late"], "sorted by labels, then time"
+    listed = orjson.loads(pq.ParquetFile(path).metadata.metadata[b"loglake.row_group_streams"])
+    assert listed == [sorted(set(table.column("stream_id").to_pylist()))], "the footer lists each row group's streams"
     lines = dict(zip(table.column("ts").to_pylist(), table.column("line").to_pylist(), strict=True))
     assert lines[base + 4] == "", "empty lines are stored"
     metadata = dict(zip(table.column("ts").to_pylist(), table.column("metadata").to_pylist(), strict=True))
@@ -59,3 +65,35 @@ def test_compaction_merges_a_quiet_windows_blocks_and_answers_stay_the_same(make
     with server.client() as c:
         assert len(read_all(c, '{app="x"}', base, base + 10**9)) == 600
     assert len(_blocks(server)) == 1
+
+
+def test_a_services_streams_share_row_groups_and_the_footer_prunes_the_rest(tmp_path) -> None:
+    """Block layer alone: streams ranked by service sit together, so one service's rows skip the others' groups."""
+    n = 4 * ROW_GROUP_ROWS
+    sid = np.arange(n, dtype=np.int64) % 8  # ids 0..7 interleaved; even ids are service "a", odd ones "b"
+    table = pa.table(
+        {
+            "stream_id": sid,
+            "ts": np.arange(n, dtype=np.int64),
+            "line": pa.array([f"line {i}" for i in range(n)], pa.large_string()),
+            "metadata": pa.nulls(n, METADATA_TYPE),
+        },
+        schema=ENTRY_SCHEMA,
+    )
+    rank = stream_ranker(lambda s: ("a" if s % 2 == 0 else "b", s))
+    write_block(table, tmp_path / "b.parquet", rank=rank)
+    reader = BlockReader(tmp_path / "b.parquet")
+    evens = np.array([0, 2, 4, 6], dtype=np.int64)
+    groups = reader.row_groups(evens, 0, n)
+    assert len(groups) == 2, "service a's rows fill two of the four row groups"
+    got = reader.read_groups(groups, evens, 0, n, ["stream_id"]).column("stream_id").to_numpy()
+    assert len(got) == n // 2 and set(got.tolist()) == {0, 2, 4, 6}
+    assert reader.row_groups(np.array([1], dtype=np.int64), 0, n) != groups
+
+
+def test_row_groups_end_where_the_service_changes() -> None:
+    """A row group ends at a service boundary once it holds MIN_GROUP_ROWS rows, and never exceeds ROW_GROUP_ROWS."""
+    groups = np.repeat([0, 1, 2, 3], [3000, 100, 5000, 40000])
+    bounds = group_bounds(groups)
+    assert bounds == [0, 3000, 8100, 8100 + ROW_GROUP_ROWS, 8100 + 2 * ROW_GROUP_ROWS, 48100]
+    assert group_bounds(np.zeros(0, dtype=np.int64)) == [0]

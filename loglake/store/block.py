@@ -1,8 +1,10 @@
-"""Immutable Parquet blocks: one tenant's entries in time slices, each sorted by (stream_id, ts), read by row group.
+"""Immutable Parquet blocks: one tenant's entries in time slices, each sorted by stream then time, read by row group.
 
 A block is cut into time slices of about SLICE_ROWS rows; inside a slice rows are sorted by stream, then time,
-and no row group crosses a slice. So a row group's statistics bound both its streams and its time: a query for
-the newest lines of a few streams reads a few small row groups of the last slice and stops.
+and no row group crosses a slice. Streams are ordered by their labels (service_name first), not by id, so the
+streams of one service sit side by side. The block's footer lists each row group's streams, and the row group's
+statistics bound its time: a query for the newest lines of one service reads a few small row groups of the last
+slice and stops.
 """
 
 from __future__ import annotations
@@ -12,10 +14,13 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -25,6 +30,49 @@ from loglake.store.files import fsync_path
 ROW_GROUP_ROWS = 16 * 1024
 SLICE_ROWS = 64 * 1024
 ZSTD_LEVEL = 1
+# Footer key: the sorted stream ids of each row group, as a JSON list of lists.
+GROUP_STREAMS_KEY = b"loglake.row_group_streams"
+
+# A row group ends where the streams' group (service) changes, once it has this many rows.
+MIN_GROUP_ROWS = 2 * 1024
+# Maps stream ids to sort ranks (equal ids, equal ranks); a rank's bits above GROUP_SHIFT number its group.
+StreamRank = Callable[[np.ndarray], np.ndarray]
+GROUP_SHIFT = 32
+
+
+def stream_ranker(key: Callable[[int], tuple[Any, ...]]) -> StreamRank:
+    """Return a StreamRank that orders stream ids by `key(stream_id)`; the key's first item is the group."""
+
+    def rank(sid: np.ndarray) -> np.ndarray:
+        ids, inverse = np.unique(sid, return_inverse=True)
+        keys = [key(int(i)) for i in ids]
+        order = sorted(range(len(ids)), key=keys.__getitem__)
+        groups = {g: n for n, g in enumerate(sorted({k[0] for k in keys}))}
+        ranks = np.empty(len(ids), dtype=np.int64)
+        for pos, i in enumerate(order):
+            ranks[i] = (groups[keys[i][0]] << GROUP_SHIFT) | pos
+        return ranks[inverse]
+
+    return rank
+
+
+def _by_id(sid: np.ndarray) -> np.ndarray:
+    """Rank streams by id, all in one group."""
+    return np.unique(sid, return_inverse=True)[1].astype(np.int64)
+
+
+def group_bounds(groups: np.ndarray) -> list[int]:
+    """Row group cuts of sorted rows: at most ROW_GROUP_ROWS rows each, ending where the stream group changes
+    once a group has MIN_GROUP_ROWS rows (so one service's rows share few row groups)."""
+    n = len(groups)
+    changes = np.flatnonzero(groups[1:] != groups[:-1]) + 1
+    bounds = [0]
+    while bounds[-1] < n:
+        start = bounds[-1]
+        limit = min(start + ROW_GROUP_ROWS, n)
+        i = np.searchsorted(changes, start + MIN_GROUP_ROWS)
+        bounds.append(int(changes[i]) if i < len(changes) and changes[i] < limit else limit)
+    return bounds
 
 
 @dataclass
@@ -57,11 +105,11 @@ def new_block_id() -> str:
     return f"{time.time_ns():020d}-{secrets.token_hex(4)}"
 
 
-def sort_order(table: pa.Table) -> np.ndarray:
-    """Return the row order that sorts `table` by (stream_id, ts), stable."""
-    sid = table.column("stream_id").to_numpy()
-    ts = table.column("ts").to_numpy()
-    return np.lexsort((ts, sid))
+def sort_order(table: pa.Table, rank: StreamRank = _by_id) -> tuple[np.ndarray, np.ndarray]:
+    """Return the row order that sorts `table` by (stream rank, ts), and the sorted rows' stream groups."""
+    ranks = rank(table.column("stream_id").to_numpy())
+    order = np.lexsort((table.column("ts").to_numpy(), ranks))
+    return order, ranks[order] >> GROUP_SHIFT
 
 
 def slice_edges(ts: np.ndarray) -> np.ndarray:
@@ -125,18 +173,25 @@ class BlockWriter:
         self._sid: list[np.ndarray] = []
         self._ts: list[np.ndarray] = []
         self._len: list[np.ndarray] = []
+        self._group_streams: list[list[int]] = []
 
-    def write(self, chunk: pa.Table) -> None:
-        """Append rows of one time slice sorted by (stream_id, ts), in row groups of ROW_GROUP_ROWS."""
-        for i in range(0, chunk.num_rows, ROW_GROUP_ROWS):
-            part = chunk.slice(i, ROW_GROUP_ROWS)
-            self._sid.append(part.column("stream_id").to_numpy())
-            self._ts.append(part.column("ts").to_numpy())
-            self._len.append(pc.binary_length(part.column("line")).to_numpy().astype(np.int64))
-            self._writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
+    def write(self, chunk: pa.Table, groups: np.ndarray) -> None:
+        """Append rows of one time slice sorted by (stream, ts), with their stream groups, cut by group_bounds."""
+        for a, b in itertools.pairwise(group_bounds(groups)):
+            self.write_group(chunk.slice(a, b - a))
+
+    def write_group(self, part: pa.Table) -> None:
+        """Append one row group (sorted rows of one time slice, at most ROW_GROUP_ROWS)."""
+        sid = part.column("stream_id").to_numpy()
+        self._group_streams.append(np.unique(sid).tolist())
+        self._sid.append(sid)
+        self._ts.append(part.column("ts").to_numpy())
+        self._len.append(pc.binary_length(part.column("line")).to_numpy().astype(np.int64))
+        self._writer.write_table(part, row_group_size=ROW_GROUP_ROWS)
 
     def close(self) -> WrittenBlock:
         """Finish the file, fsync it and rename it into place; return what was written."""
+        self._writer.add_key_value_metadata({GROUP_STREAMS_KEY: orjson.dumps(self._group_streams)})
         self._writer.close()
         fsync_path(self._tmp)
         os.replace(self._tmp, self.path)
@@ -151,7 +206,7 @@ class BlockWriter:
         self._tmp.unlink(missing_ok=True)
 
 
-def write_block(table: pa.Table, path: Path, zstd_level: int = ZSTD_LEVEL) -> WrittenBlock:
+def write_block(table: pa.Table, path: Path, zstd_level: int = ZSTD_LEVEL, rank: StreamRank = _by_id) -> WrittenBlock:
     """Write unsorted entries as a Parquet block of sorted time slices, atomically (temp, fsync, rename).
 
     Rows are gathered one row group at a time, so memory grows by a row group, not by a sorted copy.
@@ -161,13 +216,15 @@ def write_block(table: pa.Table, path: Path, zstd_level: int = ZSTD_LEVEL) -> Wr
     sid = table.column("stream_id").to_numpy()
     ts = table.column("ts").to_numpy()
     slices = slice_of(ts, slice_edges(ts))
-    order = np.lexsort((ts, sid, slices))
+    ranks = rank(sid)
+    order = np.lexsort((ts, ranks, slices))
+    groups = ranks[order] >> GROUP_SHIFT
     bounds = np.flatnonzero(np.r_[True, np.diff(slices[order]) != 0, True])
     writer = BlockWriter(path, table.schema, zstd_level)
     try:
         for a, b in itertools.pairwise(bounds):
-            for i in range(a, b, ROW_GROUP_ROWS):
-                writer.write(table.take(pa.array(order[i : min(i + ROW_GROUP_ROWS, b)])))
+            for x, y in itertools.pairwise(group_bounds(groups[a:b])):
+                writer.write_group(table.take(pa.array(order[a + x : a + y])))
     except BaseException:
         writer.abort()
         raise
@@ -193,6 +250,11 @@ class BlockReader:
             s, t = rg.column(sid_col).statistics, rg.column(ts_col).statistics
             self._groups.append((s.min, s.max, t.min, t.max))
         self._rows = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+        # Blocks written before streams were listed in the footer fall back on the stream_id statistics.
+        listed = (meta.metadata or {}).get(GROUP_STREAMS_KEY)
+        self._streams: list[np.ndarray] | None = None
+        if listed is not None:
+            self._streams = [np.asarray(ids, dtype=np.int64) for ids in orjson.loads(listed)]
 
     def row_groups(self, stream_ids: np.ndarray, start: int, end: int) -> list[int]:
         """Return the row groups that may hold rows of `stream_ids` (sorted) with start <= ts < end."""
@@ -201,7 +263,9 @@ class BlockReader:
             if tmax < start or tmin >= end:
                 continue
             lo = np.searchsorted(stream_ids, smin)
-            if lo < len(stream_ids) and stream_ids[lo] <= smax:
+            if lo >= len(stream_ids) or stream_ids[lo] > smax:
+                continue
+            if self._streams is None or _isin_sorted(self._streams[i], stream_ids).any():
                 chosen.append(i)
         return chosen
 

@@ -12,7 +12,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from loglake.model import ENTRY_SCHEMA
-from loglake.store.block import BlockInfo, BlockReader, BlockWriter, WrittenBlock, slice_edges, sort_order
+from loglake.store.block import (
+    BlockInfo,
+    BlockReader,
+    BlockWriter,
+    StreamRank,
+    WrittenBlock,
+    slice_edges,
+    sort_order,
+)
 
 
 @dataclass
@@ -48,7 +56,11 @@ def plan_windows(blocks: list[BlockInfo], policy: CompactionPolicy) -> list[list
 
 
 def merge_blocks(
-    blocks: list[BlockInfo], reader_for: Callable[[BlockInfo], BlockReader], path: Path, zstd_level: int
+    blocks: list[BlockInfo],
+    reader_for: Callable[[BlockInfo], BlockReader],
+    path: Path,
+    zstd_level: int,
+    rank: StreamRank | None = None,
 ) -> WrittenBlock:
     """Write the rows of `blocks` into one block at `path`, time slice by time slice (see block.py)."""
     ids = np.array(sorted({sid for b in blocks for sid in b.streams}), dtype=np.int64)
@@ -71,7 +83,8 @@ def merge_blocks(
                         parts.append(part)
             if parts:
                 chunk = pa.concat_tables(parts)
-                writer.write(chunk.take(pa.array(sort_order(chunk))))
+                order, groups = sort_order(chunk) if rank is None else sort_order(chunk, rank)
+                writer.write(chunk.take(pa.array(order)), groups)
     except BaseException:
         writer.abort()
         raise

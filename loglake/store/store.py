@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from loglake.model import ENTRY_SCHEMA, EntryBatch, LabelMatcher, LabelSet
 from loglake.store import wal as walmod
-from loglake.store.block import BlockInfo, BlockReader, new_block_id, write_block
+from loglake.store.block import BlockInfo, BlockReader, StreamRank, new_block_id, stream_ranker, write_block
 from loglake.store.compact import CompactionPolicy, merge_blocks, plan_windows
 from loglake.store.head import Head, read_batch
 from loglake.store.index import Index
@@ -285,7 +285,7 @@ class Store:
                     continue
                 block_id = new_block_id()
                 rel = f"blocks/{_safe(tenant)}/{block_id}.parquet"
-                w = write_block(head.to_table(), self.data_dir / rel)
+                w = write_block(head.to_table(), self.data_dir / rel, rank=self._stream_rank(tenant))
                 blocks.append(BlockInfo(block_id, tenant, rel, w.min_ts, w.max_ts, w.rows, w.size, w.streams))
                 rows += w.rows
                 written += w.size
@@ -299,6 +299,17 @@ class Store:
             if self.events.on_flush and rows:
                 self.events.on_flush(time.perf_counter() - t0, rows, written)
             return rows
+
+    def _stream_rank(self, tenant: str) -> StreamRank:
+        """Order a tenant's streams by service_name, then by their whole label set, so a service's streams
+        share row groups."""
+        labels = self.index.tenant(tenant).labels
+
+        def key(sid: int) -> tuple[str, LabelSet]:
+            ls = labels.get(sid, ())
+            return next((v for k, v in ls if k == "service_name"), ""), ls
+
+        return stream_ranker(key)
 
     def compact(self, force: bool = False) -> int:
         """Merge each time window's small blocks into one once the window is quiet; return blocks merged."""
@@ -314,7 +325,9 @@ class Store:
                     tenant = group[0].tenant
                     block_id = new_block_id()
                     rel = f"blocks/{_safe(tenant)}/{block_id}.parquet"
-                    w = merge_blocks(group, self._reader, self.data_dir / rel, policy.zstd_level)
+                    w = merge_blocks(
+                        group, self._reader, self.data_dir / rel, policy.zstd_level, self._stream_rank(tenant)
+                    )
                     info = BlockInfo(block_id, tenant, rel, w.min_ts, w.max_ts, w.rows, w.size, w.streams)
                     self.index.persist_replacement(group, info)
                     with self._view_lock:
