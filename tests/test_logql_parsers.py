@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import polars as pl
 import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -650,3 +651,73 @@ def test_logfmt_fast_path_matches_the_decoder(
         labels, err = lp._logfmt_exact(line, strict, keep_empty, wanted)
         want.append(labels if err is None else logfmt_err(err, **labels))
     assert got == want
+
+
+# ---- whole-column fast paths against the per-row readers -------------------------------------------------
+
+# Lines that the flat-object regexes must read exactly as the per-row path does, or leave to it.
+FLAT_EDGE_LINES = [
+    '{"level":"info","status":503,"msg":"ok"}',
+    '{"level":"a","level":"b"}',
+    '{" level":"x","level":"y"}',
+    '{"level":null,"level":"second"}',
+    '{"a":{"level":"nested"},"status":1}',
+    '{"msg":"a\\"b\\n\\\\", "n": -0, "f": 1.50e3, "t": true, "empty": ""}',
+    '{"k\\"ey":"v", "0x": 1, "a-b": 2, "a_b": 3, "a  b": 4}',
+    '{"level":"\\u00e9"}',
+    "{}",
+    ' { "level" : "spaced" } ',
+    '{"level":"x"} trailing',
+    "[1,2]",
+    "level=info",
+    '{"msg":"\ufffd"}',
+    '{"le vel": 1, "":"e", " ":"f", "x_": 1, "x ": 2, " _x": 3, "_x": 4}',
+    '{"a":[1,2],"level":"after array"}',
+    '{"status":500,"status_code":"x"}',
+    '{"level":"x",}',
+    '{"level":"\t raw tab", "\\tlevel": "escaped tab key"}',
+    '{"__error__":"boom", ".-error-.":"e"}',
+    '{"level": "\\/x\\b"}',
+    '{"level":"x", "status": 5',
+]
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["level"], ["status", "__error__"], ["a_b", "status_code", "msg"], ["_x", "x_", "__error__", "le_vel"], ["_0x"]],
+)
+def test_json_column_path_equals_the_row_path(names: list[str]) -> None:
+    lines = col(FLAT_EDGE_LINES * 4)  # enough rows for the column path
+    assert len(lines) >= lp.FLAT_JSON_MIN_ROWS
+    wanted = Wanted(names)
+    want = rows(lp._parse_json_rows(lines, wanted), len(lines))
+    assert rows(parse_json(lines, wanted), len(lines)) == want
+    # A prefilter pass reads flat lines by the hints and every other line in full.
+    full = rows(lp._parse_json_rows(lines, None), len(lines))
+    got = rows(parse_json(lines, wanted, full_rest=True), len(lines))
+    column_path = all(lp._key_value_pattern(name) is not None for name in names)
+    for line, g, w, f in zip(FLAT_EDGE_LINES * 4, got, want, full, strict=True):
+        flat = column_path and lp._flat_json(col([line] * lp.FLAT_JSON_MIN_ROWS), wanted)[0][0]
+        assert g == (w if flat else f), line
+
+
+def test_logfmt_column_values_equal_the_row_path() -> None:
+    lines = [
+        "duration=5ms a=b",
+        'duration="1 s" x',
+        'duration="a\\"b" z=1',
+        "duration=",
+        "duration",
+        "x duration=7 duration=8",
+        'duration="\\u00e9x"',
+        'a="b c" duration=3\t',
+        'duration="x\ufffdy"',
+        "duration=a=b",
+        'duration=""',
+    ]
+    for keep_empty in (False, True):
+        pattern = lp._first_token_regex("duration", keep_empty)
+        assert pattern is not None
+        matched = pl.Series(lines).str.extract_all(pattern).list.first().drop_nulls()
+        assert len(matched) >= 7
+        assert lp._values_at_end(matched).to_pylist() == [lp._value_at_end(m) for m in matched.to_list()]

@@ -59,8 +59,8 @@ def _get(srv: LoglakeServer, query: str, **params: Any) -> Any:
         return c.get("/loki/api/v1/query_range", params=p)
 
 
-def _logs(srv: LoglakeServer, query: str) -> list[tuple[dict[str, str], str]]:
-    r = _get(srv, query)
+def _logs(srv: LoglakeServer, query: str, limit: int = 100) -> list[tuple[dict[str, str], str]]:
+    r = _get(srv, query, limit=limit)
     assert r.status_code == 200, r.text
     out = [(s["stream"], line) for s in r.json()["data"]["result"] for _, line in s["values"]]
     return sorted(out, key=lambda e: e[1])
@@ -212,3 +212,36 @@ def test_rate_counter_extrapolates_like_prometheus(srv) -> None:
     # Extrapolated 5 s back to the window start, and half an average interval (19 s) past the last sample.
     expected = increase * (57 + 5 + 9.5) / 57 / 300
     assert math.isclose(float(got[(("app", "web"),)][0][1]), expected, rel_tol=1e-9)
+
+
+def test_json_filter_log_query_labels_every_kept_line_in_full(srv) -> None:
+    """Enough lines for the two-pass path (a hinted pass picks rows, a full one labels them): same answer as one
+    full pass, which a line_format ahead of the parser forces."""
+    statuses = [200, 500, 503, 404]
+    lines = []
+    for i in range(400):
+        status = statuses[i % 4]
+        kind = i % 10
+        if kind == 7:
+            lines.append(f'{{"status":{status},"user":{{"id":{i}}},"i":{i}}}')  # nested: not flat
+        elif kind == 8:
+            lines.append(f'{{"status":{status},"i":{i}, oops')  # malformed after the status
+        elif kind == 9:
+            lines.append(f'{{" status":"{status}","status":1,"i":{i}}}')  # the first key naming status wins
+        else:
+            lines.append(f'{{"level":"x","status":{status},"i":{i},"msg":"line {i}"}}')
+    with srv.client() as c:
+        body = [stream({"app": "bulk", "env": "load"}, [(T0 + 100 * S + i, line) for i, line in enumerate(lines)])]
+        assert push_json(c, body).status_code == 204
+    two_pass = _logs(srv, '{app="bulk"} | json | status >= 500', limit=1000)
+    one_pass = _logs(srv, '{app="bulk"} | line_format "{{__line__}}" | json | status >= 500', limit=1000)
+    assert two_pass == one_pass
+    want = [line for i, line in enumerate(lines) if statuses[i % 4] >= 500]
+    assert sorted(line for _, line in two_pass) == sorted(want)
+    by_line = dict((line, labels) for labels, line in two_pass)
+    nested = next(line for i, line in enumerate(lines) if i % 10 == 7 and statuses[i % 4] >= 500)
+    assert by_line[nested]["user_id"], "kept lines get every label, not just the filtered ones"
+    broken = next(line for i, line in enumerate(lines) if i % 10 == 8 and statuses[i % 4] >= 500)
+    assert by_line[broken]["__error__"] == "JSONParserErr"
+    flat = next(line for i, line in enumerate(lines) if i % 10 == 0 and statuses[i % 4] >= 500)
+    assert by_line[flat]["msg"].startswith("line ") and by_line[flat]["level"] == "x"

@@ -30,7 +30,9 @@ from loglake.store.store import Piece
 NS = 1_000_000_000
 T = TypeVar("T")
 MAX_POINTS_PER_SERIES = 11_000
-METRIC_BATCH_ROWS = 128 * 1024  # metric queries read this many rows of a block at a time
+METRIC_BATCH_ROWS = 32 * 1024  # metric queries read up to this many rows of a block at a time
+LOG_BATCH_ROWS = 16 * 1024  # log queries too (small: a limit query stops early)
+PREFILTER_MIN_ROWS = 256  # fewer rows are labelled in one pass
 TIMEOUT_MESSAGE = (
     "request timed out, decrease the duration of the request or add more label matchers "
     "(prefer exact match over regex match) to reduce the amount of data processed"
@@ -317,6 +319,12 @@ class QueryEngine:
                     stats.head_bytes += nbytes
         if keep is not None:
             rows = rows.filter(pa.array(keep))
+        prefix = pipeline.prefilter_items(q.stages) if hints.wanted is None and not hints.no_labels else None
+        if prefix is not None and rows.num_rows >= PREFILTER_MIN_ROWS:
+            # Pick the rows with a pass that parses only the labels the filters read; label them all after.
+            probe = pipeline.run(Frame(rows, streams), prefix, pipeline.prefilter_hints(prefix))
+            if probe.n < rows.num_rows:
+                rows = rows.take(pa.array(probe.row))
         frame = pipeline.run(Frame(rows, streams), q.stages, hints)
         with stats.lock:
             stats.post_filter_lines += frame.n
@@ -329,7 +337,7 @@ class QueryEngine:
         stopping once no remaining piece can hold a better entry."""
         if limit == 0:
             return []
-        streams, pieces = self._pieces(tenant, q, start, end)
+        streams, pieces = self._pieces(tenant, q, start, end, LOG_BATCH_ROWS)
         backward = direction == "backward"
         pieces.sort(key=lambda p: -p.max_ts if backward else p.min_ts)
         # A bare selector decides on (stream, time) alone: lines and metadata are read only for the entries returned.
@@ -341,7 +349,8 @@ class QueryEngine:
         bound: int | None = None
         hints = Hints(no_labels=True) if light else Hints()
         load = partial(self.load_frame, q=q, streams=streams, stats=stats, hints=hints, need_line=not light)
-        for piece, frame in _scan(pieces, load):
+        # One piece a worker: a limit query often stops after the first few.
+        for piece, frame in _scan(pieces, load, ahead=_POOL._max_workers or 2):
             if bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound):
                 break
             if not frame.n:
@@ -446,6 +455,7 @@ class QueryEngine:
         summable = r.func in _SUMMABLE
         acc = _Accumulator(grid.count)
         samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
         def extract(piece: Piece) -> tuple[Frame, np.ndarray]:
             frame = self.load_frame(piece, r.query, streams, stats, hints, need_line=by_bytes)
             if r.unwrap is not None and frame.n:
@@ -492,10 +502,11 @@ _PUSHDOWN = ("count_over_time", "rate", "bytes_over_time", "bytes_rate", "sum_ov
 _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="loglake-scan")
 
 
-def _scan(pieces: list[Piece], work: Callable[[Piece], T]) -> Iterator[tuple[Piece, T]]:
-    """Yield (piece, work(piece)) in order while the next pieces are worked on in parallel (Arrow, polars and numpy
-    release the GIL); pieces not yet started when the consumer stops are cancelled."""
-    ahead = 2 * (_POOL._max_workers or 2)
+def _scan(pieces: list[Piece], work: Callable[[Piece], T], ahead: int = 0) -> Iterator[tuple[Piece, T]]:
+    """Yield (piece, work(piece)) in order while the next `ahead` pieces (default: two per worker) are worked on in
+    parallel (Arrow, polars and numpy release the GIL); pieces not yet started when the consumer stops are
+    cancelled."""
+    ahead = ahead or 2 * (_POOL._max_workers or 2)
     it = iter(pieces)
     pending: deque[tuple[Piece, Future[T]]] = deque((p, _POOL.submit(work, p)) for p in itertools.islice(it, ahead))
     try:

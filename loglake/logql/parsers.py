@@ -15,7 +15,7 @@ import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import itemgetter
 from typing import Any
 
@@ -952,12 +952,122 @@ def _emit_json_shapes(
                 acc.piece(name, idx, values)
 
 
-def parse_json(lines: pa.Array, wanted: Wanted | None = None) -> Extraction:
-    """`| json`: every string, number and boolean of the line's object, nested keys joined with "_"."""
+# A flat JSON object (no nesting, no \u escapes), as strict JSON: jsonparser reads such a line the same way.
+_J_WS = r"[ \t\n\r]*"
+_J_STR = r'"(?:[^"\\]|\\["\\/bfnrt])*"'
+_J_VALUE = r"(?:" + _J_STR + r"|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null)"
+_J_MEMBER = _J_STR + _J_WS + ":" + _J_WS + _J_VALUE
+_J_FLAT = f"^{_J_WS}\\{{{_J_WS}(?:{_J_MEMBER}{_J_WS}(?:,{_J_WS}{_J_MEMBER}{_J_WS})*)?\\}}{_J_WS}$"
+# What sanitize_label_key strips from a key: Go's spaces, raw or as JSON escapes.
+_J_GO_SPACE = r"\t\n\x0B\x0C\r \x{85}\x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}"
+_J_SPACE = f"(?:[{_J_GO_SPACE}]|\\\\[tnrf])*"
+# A character sanitize_label_key turns into "_": inside a key, and at its ends (where spaces were stripped).
+_J_ODD_INNER = r'(?:[^A-Za-z0-9"\\]|\\.)'
+_J_ODD_EDGE = f'(?:[^A-Za-z0-9"\\\\{_J_GO_SPACE}]|\\\\[^tnrf])'
+_LABEL_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
+FLAT_JSON_MIN_ROWS = 64  # below this the per-row path is as quick
+
+
+@lru_cache(maxsize=256)
+def _key_value_pattern(name: str) -> str | None:
+    """A regex whose first match in a flat object is the first member whose key sanitizes to `name` (group 1:
+    the raw value); None when no key can give `name` (or only one starting with a digit could)."""
+    if not _LABEL_NAME.match(name) or (name[0] == "_" and len(name) > 1 and name[1].isdigit()):
+        return None
+    last = len(name) - 1
+    parts = [
+        (_J_ODD_EDGE if i in (0, last) else _J_ODD_INNER) if c == "_" else re.escape(c) for i, c in enumerate(name)
+    ]
+    return f'[{{,]{_J_WS}"{_J_SPACE}{"".join(parts)}{_J_SPACE}"{_J_WS}:{_J_WS}({_J_VALUE})'
+
+
+def _flat_json(lines: pa.Array, wanted: Wanted) -> tuple[np.ndarray, dict[str, tuple[np.ndarray, pa.Array]]]:
+    """Read the hinted labels of the lines that are flat JSON objects with one whole-column regex per name:
+    (rows read, and each name's rows and values). Rows whose first such key holds null are left to the caller."""
+    s = pl.from_arrow(lines)
+    ok = (s.str.contains(_J_FLAT) & ~s.str.contains("\\u", literal=True)).fill_null(False)
+    out: dict[str, tuple[np.ndarray, pa.Array]] = {}
+    flat = s.filter(ok)
+    rows = np.flatnonzero(ok.to_numpy())
+    undecided = np.zeros(len(rows), dtype=bool)
+    for name in sorted(wanted.names):
+        pattern = _key_value_pattern(name)
+        if pattern is None:
+            continue
+        raw = flat.str.extract(pattern, 1)
+        got = pl.DataFrame({"v": raw}).select(
+            pl.col("v").is_not_null().alias("has"),
+            (pl.col("v") == "null").fill_null(False).alias("null"),
+            pl.when(pl.col("v").str.starts_with('"'))
+            .then(pl.col("v").str.slice(1, pl.col("v").str.len_chars() - 2))
+            .otherwise(pl.col("v"))
+            .alias("t"),
+            pl.col("v").str.contains("\\", literal=True).fill_null(False).alias("e"),
+        )
+        undecided |= got["null"].to_numpy()
+        has = (got["has"] & ~got["null"]).to_numpy()
+        if not has.any():
+            continue
+        text = got["t"].filter(has).to_arrow().cast(_STR)
+        escaped = got["e"].to_numpy()[has]
+        if escaped.any():
+            fixed = text.to_pylist()
+            for j in np.flatnonzero(escaped):
+                fixed[j] = _json_string_value(fixed[j])
+            text = pa.array(fixed, _STR)
+        out[name] = (rows[has], _no_fffd(text))
+    done = ok.to_numpy().copy()
+    if undecided.any():
+        done[rows[undecided]] = False
+        keep = ~undecided
+        out = {
+            k: (idx[keep[np.searchsorted(rows, idx)]], v.filter(pa.array(keep[np.searchsorted(rows, idx)])))
+            for k, (idx, v) in out.items()
+        }
+    return done, out
+
+
+def parse_json(lines: pa.Array, wanted: Wanted | None = None, full_rest: bool = False) -> Extraction:
+    """`| json`: every string, number and boolean of the line's object, nested keys joined with "_".
+
+    With `full_rest`, only flat objects are read with the hints; every other line is parsed in full.
+    """
+    n = len(lines)
+    if wanted is not None and not wanted.names and not full_rest:
+        return _Acc(n, wanted).build()
+    if (
+        wanted is None
+        or n < FLAT_JSON_MIN_ROWS
+        or any(_LABEL_NAME.match(name) and _key_value_pattern(name) is None for name in wanted.names)
+    ):
+        return _parse_json_rows(lines, None if full_rest else wanted)
+    done, flat = _flat_json(lines, wanted)
+    rest = np.flatnonzero(~done)
+    if not len(rest):
+        acc = _Acc(n, wanted)
+        for name, (idx, values) in flat.items():
+            acc.piece(name, idx, values)
+        return acc.build()
+    other = _parse_json_rows(lines.take(pa.array(rest)), None if full_rest else wanted)
+    labels: dict[str, pa.Array] = {}
+    for name in dict.fromkeys([*flat, *other.labels]):
+        parts = [flat[name]] if name in flat else []
+        if name in other.labels:
+            parts.append((rest, other.labels[name]))
+        idx = np.concatenate([p[0] for p in parts])
+        labels[name] = _scatter(n, idx, pa.concat_arrays([p[1] for p in parts]))
+    spread = partial(_scatter, n, rest)
+    return Extraction(
+        labels,
+        spread(other.error) if other.error is not None else None,
+        spread(other.error_details) if other.error_details is not None else None,
+    )
+
+
+def _parse_json_rows(lines: pa.Array, wanted: Wanted | None) -> Extraction:
+    """`| json` line by line: orjson where its reading equals jsonparser's, the jsonparser port elsewhere."""
     n = len(lines)
     acc = _Acc(n, wanted)
-    if wanted is not None and not wanted.names:
-        return acc.build()
     texts = _texts(lines)
     loads = orjson.loads
     decode_error = orjson.JSONDecodeError
@@ -1514,6 +1624,27 @@ def _value_at_end(matched: str) -> str:
     return content.replace("\ufffd", " ") if "\ufffd" in content else content
 
 
+def _values_at_end(matched: pl.Series) -> pa.Array:
+    """_value_at_end of each match, as whole-column regexes (escaped quoted values are unquoted one by one)."""
+    m = pl.col("m").str.replace(r"[\x00-\x20]$", "")
+    got = pl.DataFrame({"m": matched}).select(
+        pl.when(m.str.ends_with('"'))
+        .then(m.str.extract(r'="((?:[^"\\]|\\(?s:.))*)"$', 1))
+        .otherwise(m.str.extract(r'=([^\x00-\x20="]*)$', 1).fill_null(""))
+        .alias("v"),
+        m.str.ends_with('"').alias("q"),
+    )
+    values = got["v"]
+    escaped = (got["q"] & values.str.contains("\\", literal=True)).to_numpy()
+    out = values.to_arrow().cast(_STR)
+    if escaped.any():
+        fixed = out.to_pylist()
+        for j in np.flatnonzero(escaped):
+            fixed[j] = _logfmt_unquote(fixed[j]) or ""
+        out = pa.array(fixed, _STR)
+    return _no_fffd(out)
+
+
 def _logfmt_wanted_columns(lines: pa.Array, names: frozenset[str], keep_empty: bool, acc: _Acc) -> bool:
     """Non-strict `| logfmt` with hints, by one regex per name; False if a name needs the per-line path."""
     patterns = {}
@@ -1534,8 +1665,7 @@ def _logfmt_wanted_columns(lines: pa.Array, names: frozenset[str], keep_empty: b
         if len(odd):
             idx = np.setdiff1d(idx, odd)
         if len(idx):
-            values = [_value_at_end(m) for m in matched.gather(idx).to_list()]
-            found.append((name, idx.astype(np.int64), pa.array(values, _STR)))
+            found.append((name, idx.astype(np.int64), _values_at_end(matched.gather(idx))))
     for name, idx, values in found:
         acc.piece(name, idx, values)
     texts = _texts(lines) if len(odd) else []

@@ -76,6 +76,7 @@ class Frame:
         self.n = rows.num_rows
         self.sid = rows.column("stream_id").to_numpy()
         self.ts = rows.column("ts").to_numpy()
+        self.row = np.arange(self.n)  # each row's position in the table the frame was made of
         self.line: pa.Array | None = _as_str(rows.column("line")) if "line" in rows.column_names else None
         self.base_del: dict[str, np.ndarray] = {}
         self._meta: dict[str, pa.Array] | None = None
@@ -266,6 +267,7 @@ class Frame:
         out.n = len(idx)
         out.sid = self.sid[idx]
         out.ts = self.ts[idx]
+        out.row = self.row[idx]
         out.line = self.line.take(sel) if self.line is not None else None
         out.base_del = {k: v[idx] for k, v in self.base_del.items()}
         out._meta = {k: v.take(sel) for k, v in self._meta.items()} if self._meta is not None else None
@@ -374,6 +376,8 @@ class Hints:
 
     wanted: frozenset[str] | None = None
     no_labels: bool = False
+    # A first pass that picks rows for a full one: lines the column path cannot read are parsed in full.
+    prefilter: bool = False
 
     def skip_parsers(self) -> bool:
         """Parsers have nothing to extract: the result needs no labels and no stage reads one."""
@@ -401,6 +405,27 @@ def filter_names(f: ast.LabelFilter) -> set[str]:
     if isinstance(f, ast.StringLabelFilter):
         return {f.matcher.name}
     return {f.name}  # type: ignore[attr-defined]
+
+
+def prefilter_items(items: Sequence[Item]) -> list[Item] | None:
+    """The stages up to the last label filter, when a hinted first pass over them keeps exactly the rows a full
+    pass keeps (line filters, `json` without parameters and label filters only); else None."""
+    last = max((i for i, it in enumerate(items) if isinstance(it, ast.LabelFilterStage)), default=-1)
+    prefix = list(items[: last + 1])
+    if not any(isinstance(it, ast.JsonParser) for it in prefix):
+        return None
+    for it in prefix:
+        if not (
+            isinstance(it, tuple | ast.LabelFilterStage) or (isinstance(it, ast.JsonParser) and not it.extractions)
+        ):
+            return None
+    return prefix
+
+
+def prefilter_hints(prefix: Sequence[Item]) -> Hints:
+    """Hints for the first pass over prefilter_items."""
+    names = required_labels(prefix)
+    return Hints(frozenset(names | {n.removesuffix(EXTRACTED) for n in names}), prefilter=True)
 
 
 def make_hints(
@@ -661,7 +686,7 @@ def _json(stage: ast.JsonParser, frame: Frame, hints: Hints) -> Frame:
     elif hints.skip_parsers():
         return frame
     else:
-        ex = lp.parse_json(frame.line, _wanted(hints))
+        ex = lp.parse_json(frame.line, _wanted(hints), full_rest=hints.prefilter)
     return _apply_extraction(frame, ex)
 
 

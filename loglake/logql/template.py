@@ -447,8 +447,10 @@ def _format_one(flags: str, width: str | None, prec: str | None, verb: str, arg:
             return f"%!{verb}({_go_type(arg)}={_print(arg)})"
         if verb == "c":
             return _pad(chr(arg), flags, width)
-        return ("%" + spec + verb).replace("%" + spec + "b", "%" + spec + "b") % arg if verb != "b" else format(
-            arg, spec + "b"
+        return (
+            ("%" + spec + verb).replace("%" + spec + "b", "%" + spec + "b") % arg
+            if verb != "b"
+            else format(arg, spec + "b")
         )
     if verb in "feEgG":
         if not isinstance(arg, int | float) or isinstance(arg, bool):
@@ -549,11 +551,23 @@ def _go_parse_time(layout: str, value: str, tz: dt.tzinfo = dt.UTC) -> dt.dateti
     pattern = ""
     i = 0
     groups = {
-        "%Y": r"(?P<Y>\d{4})", "%m": r"(?P<m>\d{2})", "%d": r"(?P<d>\d{2})", "%H": r"(?P<H>\d{2})",
-        "%M": r"(?P<M>\d{2})", "%S": r"(?P<S>\d{2})", "%y": r"(?P<y>\d{2})", "%b": r"(?P<b>[A-Za-z]{3})",
-        "%-m": r"(?P<m>\d{1,2})", "%-d": r"(?P<d>\d{1,2})", "%:z": r"(?P<z>[+-]\d{2}:\d{2})",
-        "%z": r"(?P<z>[+-]\d{4})", "%:Z": r"(?P<z>Z|[+-]\d{2}:\d{2})", "%Z0700": r"(?P<z>Z|[+-]\d{4})",
-        "%I": r"(?P<I>\d{2})", "%p": r"(?P<p>AM|PM)", "%Z": r"(?P<Zn>[A-Z]{3,4})",
+        "%Y": r"(?P<Y>\d{4})",
+        "%m": r"(?P<m>\d{2})",
+        "%d": r"(?P<d>\d{2})",
+        "%H": r"(?P<H>\d{2})",
+        "%M": r"(?P<M>\d{2})",
+        "%S": r"(?P<S>\d{2})",
+        "%y": r"(?P<y>\d{2})",
+        "%b": r"(?P<b>[A-Za-z]{3})",
+        "%-m": r"(?P<m>\d{1,2})",
+        "%-d": r"(?P<d>\d{1,2})",
+        "%:z": r"(?P<z>[+-]\d{2}:\d{2})",
+        "%z": r"(?P<z>[+-]\d{4})",
+        "%:Z": r"(?P<z>Z|[+-]\d{2}:\d{2})",
+        "%Z0700": r"(?P<z>Z|[+-]\d{4})",
+        "%I": r"(?P<I>\d{2})",
+        "%p": r"(?P<p>AM|PM)",
+        "%Z": r"(?P<Zn>[A-Z]{3,4})",
     }
     while i < len(layout):
         frac = _FRACTION.match(layout, i)
@@ -574,9 +588,7 @@ def _go_parse_time(layout: str, value: str, tz: dt.tzinfo = dt.UTC) -> dt.dateti
         raise TemplateRuntimeError(f'parsing time "{value}" as "{layout}": cannot parse')
     g = m.groupdict()
     year = int(g["Y"]) if g.get("Y") else (2000 + int(g["y"]) if g.get("y") else 0)
-    month = int(g["m"]) if g.get("m") else (
-        dt.datetime.strptime(g["b"], "%b").month if g.get("b") else 1
-    )
+    month = int(g["m"]) if g.get("m") else (dt.datetime.strptime(g["b"], "%b").month if g.get("b") else 1)
     hour = int(g.get("H") or 0)
     if g.get("I"):
         hour = int(g["I"]) % 12 + (12 if g.get("p") == "PM" else 0)
