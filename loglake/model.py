@@ -142,10 +142,15 @@ class LabelMatcher:
 
     def matches_empty(self) -> bool:
         """Say whether the empty string (a missing label) satisfies this matcher."""
-        return self.matches("")
+        return _matches_empty(self)
 
     def __str__(self) -> str:
         return f"{self.name}{self.op.value}{quote(self.value)}"
+
+
+@lru_cache(maxsize=4096)
+def _matches_empty(matcher: LabelMatcher) -> bool:
+    return matcher.matches("")
 
 
 @dataclass

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 import orjson
@@ -26,6 +26,9 @@ from loglake.ingest.validate import ValidationResult, Validator
 from loglake.logql.engine import QueryEngine, QueryError
 from loglake.logql.windows import StepGrid
 from loglake.store.store import Store
+
+T = TypeVar("T")
+INLINE_INDEX_STREAMS = 20_000  # label and series lookups over at most this many streams run on the event loop
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,13 @@ class LoglakeApp:
                 raise ApiError(400, f"invalid form body: {exc}") from None
         return cached
 
+    async def index_call(self, tenant: str, fn: Callable[..., T], *args: Any) -> T:
+        """Run a label-index lookup: inline for a small index (a thread hop costs more than the lookup),
+        on a worker thread for a large one, so the event loop is never held for long."""
+        if self.engine.store.stream_count(tenant) <= INLINE_INDEX_STREAMS:
+            return fn(*args)
+        return await run_in_threadpool(fn, *args)
+
     async def form(self, request: Request) -> dict[str, str]:
         """Return query-string and form parameters, the last value of each winning."""
         out = dict(request.query_params)
@@ -247,7 +257,7 @@ class LoglakeApp:
         tenant = self.tenant(request)
         p = await self.form(request)
         start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
-        names = await run_in_threadpool(self.engine.label_names, tenant, p.get("query") or None, start, end)
+        names = await self.index_call(tenant, self.engine.label_names, tenant, p.get("query") or None, start, end)
         return success(names or None)
 
     async def label_values(self, request: Request) -> Response:
@@ -256,7 +266,9 @@ class LoglakeApp:
         p = await self.form(request)
         start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
         name = request.path_params["name"]
-        values = await run_in_threadpool(self.engine.label_values, tenant, name, p.get("query") or None, start, end)
+        values = await self.index_call(
+            tenant, self.engine.label_values, tenant, name, p.get("query") or None, start, end
+        )
         return success(values or None)
 
     async def series(self, request: Request) -> Response:
@@ -265,7 +277,7 @@ class LoglakeApp:
         p = await self.form(request)
         start, end = qparams.time_range(p, 6 * 3600 * qparams.NS)
         selectors = await self.form_multi(request, "match[]") or await self.form_multi(request, "match")
-        result = await run_in_threadpool(self.engine.series, tenant, selectors, start, end)
+        result = await self.index_call(tenant, self.engine.series, tenant, selectors, start, end)
         return success(result)
 
     async def index_stats(self, request: Request) -> Response:

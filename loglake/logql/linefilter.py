@@ -458,8 +458,13 @@ def matcher_matches_empty(matcher: LabelMatcher) -> bool:
         return matcher.value == ""
     if matcher.op == MatchOp.NEQ:
         return matcher.value != ""
-    matched = bool(_regex_mask(matcher.value, pl.Series([""]), anchored=True, dot_nl=True)[0])
+    matched = _regex_matches_empty(matcher.value)
     return matched if matcher.op == MatchOp.RE else not matched
+
+
+@lru_cache(maxsize=4096)
+def _regex_matches_empty(pattern: str) -> bool:
+    return bool(_regex_mask(pattern, pl.Series([""]), anchored=True, dot_nl=True)[0])
 
 
 # -- pipeline checks Loki makes when it builds a pipeline -------------------------------------------

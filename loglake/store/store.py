@@ -405,6 +405,10 @@ class Store:
         ids = t.in_range(t.match(matchers), start, end)
         return {s: t.labels[s] for s in ids}
 
+    def stream_count(self, tenant: str) -> int:
+        """Return how many streams a tenant has."""
+        return len(self.index.tenant(tenant).labels)
+
     def all_streams(self, tenant: str, start: int, end: int) -> dict[int, LabelSet]:
         """Return every stream of a tenant with data in [start, end)."""
         t = self.index.tenant(tenant)
