@@ -816,7 +816,8 @@ def _top_k(agg: qp.VectorAgg, inner: SeriesMatrix) -> SeriesMatrix:
             groups.setdefault(_group_key(labels, agg.grouping, agg.without), []).append(i)
         sign = -1.0 if agg.op == "topk" else 1.0
         for members in groups.values():
-            idx = np.array(members)
+            # Ties go to the series whose labels sort first (Loki's are in map order, so no order is promised).
+            idx = np.array(sorted(members, key=lambda i: sorted(inner.labels[i].items())))
             key = np.where(inner.present[idx], sign * inner.values[idx], np.inf)
             ranks = np.argsort(np.argsort(key, axis=0, kind="stable"), axis=0, kind="stable")
             present[idx] = inner.present[idx] & (ranks < k)
