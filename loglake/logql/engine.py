@@ -31,7 +31,10 @@ NS = 1_000_000_000
 T = TypeVar("T")
 MAX_POINTS_PER_SERIES = 11_000
 METRIC_BATCH_ROWS = 32 * 1024  # metric queries read up to this many rows of a block at a time
-LOG_BATCH_ROWS = 16 * 1024  # log queries too (small: a limit query stops early)
+# Log queries read pieces growing from LOG_FIRST_ROWS to LOG_MOST_ROWS rows: a limit query often stops after the
+# first, a full scan pays little per-piece overhead.
+LOG_FIRST_ROWS = 8 * 1024
+LOG_MOST_ROWS = 64 * 1024
 PREFILTER_MIN_ROWS = 256  # fewer rows are labelled in one pass
 TIMEOUT_MESSAGE = (
     "request timed out, decrease the duration of the request or add more label matchers "
@@ -273,12 +276,19 @@ class QueryEngine:
         stats: QueryStats | None = None,
         hints: Hints | None = None,
         need_line: bool = True,
+        useless: Callable[[Piece], bool] | None = None,
     ) -> Frame:
-        """Load a piece's rows, run the query's pipeline over them and return what is kept, with labels."""
+        """Load a piece's rows, run the query's pipeline over them and return what is kept, with labels.
+
+        `useless` is asked between steps: once it says the piece can no longer matter, no rows are returned.
+        """
         stats = stats if stats is not None else QueryStats()
         hints = hints if hints is not None else Hints()
         if time.perf_counter() > stats.deadline:
             raise QueryError(504, TIMEOUT_MESSAGE)
+        empty = Frame(pa.table({"stream_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64())}), streams)
+        if useless is not None and useless(piece):
+            return empty
         need_line = need_line or bool(q.line_filters) or needs_line(q.stages)
         need_meta = bool(q.label_filters or q.stages) or not hints.no_labels
         # Filters that run on load read their columns first; the other columns are read only if rows are left.
@@ -319,12 +329,16 @@ class QueryEngine:
                     stats.head_bytes += nbytes
         if keep is not None:
             rows = rows.filter(pa.array(keep))
+        if useless is not None and useless(piece):
+            return empty
         prefix = pipeline.prefilter_items(q.stages) if hints.wanted is None and not hints.no_labels else None
         if prefix is not None and rows.num_rows >= PREFILTER_MIN_ROWS:
             # Pick the rows with a pass that parses only the labels the filters read; label them all after.
             probe = pipeline.run(Frame(rows, streams), prefix, pipeline.prefilter_hints(prefix))
             if probe.n < rows.num_rows:
                 rows = rows.take(pa.array(probe.row))
+            if useless is not None and useless(piece):
+                return empty
         frame = pipeline.run(Frame(rows, streams), q.stages, hints)
         with stats.lock:
             stats.post_filter_lines += frame.n
@@ -337,9 +351,10 @@ class QueryEngine:
         stopping once no remaining piece can hold a better entry."""
         if limit == 0:
             return []
-        streams, pieces = self._pieces(tenant, q, start, end, LOG_BATCH_ROWS)
+        streams, pieces = self._pieces(tenant, q, start, end)
         backward = direction == "backward"
         pieces.sort(key=lambda p: -p.max_ts if backward else p.min_ts)
+        pieces = _grow(pieces, LOG_FIRST_ROWS, LOG_MOST_ROWS)
         # A bare selector decides on (stream, time) alone: lines and metadata are read only for the entries returned.
         light = not (q.line_filters or q.label_filters or q.stages)
         frames: list[Frame] = []
@@ -348,10 +363,17 @@ class QueryEngine:
         kept_rows = 0
         bound: int | None = None
         hints = Hints(no_labels=True) if light else Hints()
-        load = partial(self.load_frame, q=q, streams=streams, stats=stats, hints=hints, need_line=not light)
+
+        def useless(piece: Piece) -> bool:
+            # Pieces worked on ahead stop early once the entries found so far beat every row they could hold.
+            return bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound)
+
+        load = partial(
+            self.load_frame, q=q, streams=streams, stats=stats, hints=hints, need_line=not light, useless=useless
+        )
         # One piece a worker: a limit query often stops after the first few.
         for piece, frame in _scan(pieces, load, ahead=_POOL._max_workers or 2):
-            if bound is not None and (piece.max_ts < bound if backward else piece.min_ts > bound):
+            if useless(piece):
                 break
             if not frame.n:
                 continue
@@ -502,6 +524,35 @@ _PUSHDOWN = ("count_over_time", "rate", "bytes_over_time", "bytes_rate", "sum_ov
 _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="loglake-scan")
 
 
+def _grow(pieces: list[Piece], first: int, most: int) -> list[Piece]:
+    """Join consecutive block pieces (in scan order) into pieces of at most first, first, 2 * first, 2 * first,
+    4 * first, ... `most` rows."""
+    out: list[Piece] = []
+    group: list[Piece] = []
+    rows, size = 0, first
+    for p in [*pieces, None]:
+        if group and (p is None or p.in_head or rows + p.rows > size):
+            out.append(group[0] if len(group) == 1 else _joined(group))
+            group, rows = [], 0
+            size = min(first << (len(out) // 2), most)
+        if p is not None and p.in_head:
+            out.append(p)
+        elif p is not None:
+            group.append(p)
+            rows += p.rows
+    return out
+
+
+def _joined(group: list[Piece]) -> Piece:
+    loads = [p.load for p in group]
+
+    def load(columns: list[str]) -> pa.Table:
+        return pa.concat_tables([one(columns) for one in loads])
+
+    lo, hi = min(p.min_ts for p in group), max(p.max_ts for p in group)
+    return Piece(lo, hi, load, in_head=False, rows=sum(p.rows for p in group))
+
+
 def _scan(pieces: list[Piece], work: Callable[[Piece], T], ahead: int = 0) -> Iterator[tuple[Piece, T]]:
     """Yield (piece, work(piece)) in order while the next `ahead` pieces (default: two per worker) are worked on in
     parallel (Arrow, polars and numpy release the GIL); pieces not yet started when the consumer stops are
@@ -512,11 +563,11 @@ def _scan(pieces: list[Piece], work: Callable[[Piece], T], ahead: int = 0) -> It
     try:
         while pending:
             piece, future = pending.popleft()
-            result = future.result()
+            yield piece, future.result()
+            # Only once the consumer asks for more: a limit query that has enough starts nothing new.
             nxt = next(it, None)
             if nxt is not None:
                 pending.append((nxt, _POOL.submit(work, nxt)))
-            yield piece, result
     finally:
         for _, future in pending:
             future.cancel()

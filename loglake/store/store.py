@@ -61,6 +61,7 @@ class Piece:
     max_ts: int
     load: Callable[[list[str]], pa.Table]  # columns → the piece's selected rows
     in_head: bool
+    rows: int = 0  # rows stored in the piece (those selected may be fewer)
 
 
 @dataclass
@@ -432,7 +433,8 @@ class Store:
                 if batch and (g < 0 or rows + reader.group_rows(g) > batch_rows):
                     lo = min(reader.group_range(i)[0] for i in batch)
                     hi = max(reader.group_range(i)[1] for i in batch)
-                    out.append(Piece(lo, hi, partial(reader.read_groups, batch, ids, start, end), in_head=False))
+                    load = partial(reader.read_groups, batch, ids, start, end)
+                    out.append(Piece(lo, hi, load, in_head=False, rows=rows))
                     batch, rows = [], 0
                 if g >= 0:
                     batch.append(g)
@@ -443,7 +445,8 @@ class Store:
                 continue
             for batch, lo, hi in head.snapshot():
                 if hi >= start and lo < end:
-                    out.append(Piece(lo, hi, partial(read_batch, batch, ids, start, end), in_head=True))
+                    load = partial(read_batch, batch, ids, start, end)
+                    out.append(Piece(lo, hi, load, in_head=True, rows=batch.num_rows))
         return out
 
     def read(self, tenant: str, stream_ids: np.ndarray, start: int, end: int, columns: list[str]) -> list[pa.Table]:
