@@ -332,7 +332,7 @@ class CompactorConfig:
         "5s", "Merge a window's blocks once no new block has joined it for this long.", go=True
     )
     block_window: int = _duration("1h", "loglake's own: the time window whose blocks are merged together.")
-    zstd_level: int = _setting(9, "loglake's own: zstd level of merged blocks (new blocks use 1, for cheap flushes).")
+    zstd_level: int = _setting(12, "loglake's own: zstd level of merged blocks (new blocks use 1, for cheap flushes).")
 
 
 @dataclass

@@ -33,7 +33,8 @@ def test_blocks_are_plain_parquet_sorted_by_labels_and_time(make_server) -> None
     assert table.column_names == ["stream_id", "ts", "line", "metadata"]
     assert table.column("line").to_pylist() == ["a one", "", "b early", "b late"], "sorted by labels, then time"
     listed = orjson.loads(pq.ParquetFile(path).metadata.metadata[b"loglake.row_group_streams"])
-    assert listed == [sorted(set(table.column("stream_id").to_pylist()))], "the footer lists each row group's streams"
+    ids = sorted(set(table.column("stream_id").to_pylist()))
+    assert listed == {"ids": ids, "groups": [[0, 1]]}, "the footer lists each row group's streams"
     lines = dict(zip(table.column("ts").to_pylist(), table.column("line").to_pylist(), strict=True))
     assert lines[base + 4] == "", "empty lines are stored"
     metadata = dict(zip(table.column("ts").to_pylist(), table.column("metadata").to_pylist(), strict=True))

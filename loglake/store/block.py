@@ -30,7 +30,7 @@ from loglake.store.files import fsync_path
 ROW_GROUP_ROWS = 16 * 1024
 SLICE_ROWS = 64 * 1024
 ZSTD_LEVEL = 1
-# Footer key: the sorted stream ids of each row group, as a JSON list of lists.
+# Footer key: each row group's streams, as JSON {"ids": [sorted stream ids], "groups": [[positions in ids]...]}.
 GROUP_STREAMS_KEY = b"loglake.row_group_streams"
 
 # A row group ends where the streams' group (service) changes, once it has this many rows.
@@ -191,7 +191,10 @@ class BlockWriter:
 
     def close(self) -> WrittenBlock:
         """Finish the file, fsync it and rename it into place; return what was written."""
-        self._writer.add_key_value_metadata({GROUP_STREAMS_KEY: orjson.dumps(self._group_streams)})
+        ids = sorted({sid for group in self._group_streams for sid in group})
+        pos = {sid: i for i, sid in enumerate(ids)}
+        listed = {"ids": ids, "groups": [[pos[sid] for sid in group] for group in self._group_streams]}
+        self._writer.add_key_value_metadata({GROUP_STREAMS_KEY: orjson.dumps(listed)})
         self._writer.close()
         fsync_path(self._tmp)
         os.replace(self._tmp, self.path)
@@ -254,7 +257,9 @@ class BlockReader:
         listed = (meta.metadata or {}).get(GROUP_STREAMS_KEY)
         self._streams: list[np.ndarray] | None = None
         if listed is not None:
-            self._streams = [np.asarray(ids, dtype=np.int64) for ids in orjson.loads(listed)]
+            got = orjson.loads(listed)
+            ids = np.asarray(got["ids"], dtype=np.int64)
+            self._streams = [ids[np.asarray(group, dtype=np.int64)] for group in got["groups"]]
 
     def row_groups(self, stream_ids: np.ndarray, start: int, end: int) -> list[int]:
         """Return the row groups that may hold rows of `stream_ids` (sorted) with start <= ts < end."""

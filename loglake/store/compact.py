@@ -30,7 +30,7 @@ class CompactionPolicy:
     window_ns: int = 3600 * 1_000_000_000
     quiet_s: float = 5.0  # a window is merged once no new block has joined it for this long
     max_rows: int = 50_000_000  # blocks at least this large are left alone
-    zstd_level: int = 9
+    zstd_level: int = 12
 
 
 def plan_windows(blocks: list[BlockInfo], policy: CompactionPolicy) -> list[list[BlockInfo]]:
