@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loglake.logql.template import Template, TemplateError, TemplateRuntimeError
+from loglake.gotemplate import Template, TemplateError, TemplateRuntimeError
 
 TS = 1_704_067_434_123_456_789  # 2024-01-01T00:03:54.123456789Z
 

@@ -744,7 +744,7 @@ _SIMPLE_FIELD = re.compile(r"^\{\{\s*\.([A-Za-z_][A-Za-z0-9_]*)\s*\}\}$")
 
 @lru_cache(maxsize=256)
 def _template(text: str) -> Any:
-    from loglake.logql.template import Template, TemplateError
+    from loglake.gotemplate import Template, TemplateError
 
     try:
         return Template(text)
@@ -763,7 +763,7 @@ def _render_all(
     text: str, frame: Frame, maps: list[dict[str, str]] | None
 ) -> tuple[list[str | None], list[str | None]]:
     """Render a template on every row: (output or None on error, error details or None)."""
-    from loglake.logql.template import TemplateRuntimeError
+    from loglake.gotemplate import TemplateRuntimeError
 
     tmpl = _template(text)
     if maps is None:
