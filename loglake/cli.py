@@ -158,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log.level", "-log.level", dest="log_level", choices=("debug", "info", "warn", "error"))
     p.set_defaults(func=_cmd_serve)
 
+    p = sub.add_parser(
+        "agent",
+        help="run the collector (a Promtail drop-in)",
+        description="Tail files and other sources and ship them to a Loki-compatible server, as Promtail does.",
+    )
+    p.add_argument("--config", "--config.file", "-config.file", dest="config", metavar="FILE", required=True)
+    _config_file_options(p)
+    p.add_argument("--log.level", "-log.level", dest="log_level", choices=("debug", "info", "warn", "error"))
+    p.set_defaults(func=_cmd_agent)
+
     p = sub.add_parser("config", help="print the default configuration or check a file")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--defaults", action="store_true", help="print the default configuration as YAML")
@@ -248,6 +258,36 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from loglake.server import serve  # the server's dependencies load only when serving
 
     serve(config)
+    return EXIT_OK
+
+
+def _cmd_agent(args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import threading
+
+    from loglake.agent.config import ConfigError as AgentConfigError
+    from loglake.agent.config import load_config as load_agent_config
+    from loglake.agent.relabel import RelabelError
+    from loglake.agent.runner import Agent
+    from loglake.agent.stages import StageConfigError
+
+    level = {"warn": "WARNING"}.get(args.log_level or "info", (args.log_level or "info").upper())
+    logging.basicConfig(level=level, format="level=%(levelname)s ts=%(asctime)s caller=%(name)s msg=%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per push
+    try:
+        config = load_agent_config(args.config, expand_env=args.expand_env)
+        agent = Agent(config)
+    except (AgentConfigError, RelabelError, StageConfigError, OSError, ValueError) as exc:
+        print(f"loglake agent: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.start()
+    while not stop.wait(1.0):
+        pass
+    agent.stop()
     return EXIT_OK
 
 
