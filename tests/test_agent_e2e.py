@@ -24,8 +24,9 @@ from tests.helpers import read_all
 class AgentProcess:
     """`loglake agent` on a config file, its output in a log file."""
 
-    def __init__(self, tmp: Path, config: dict[str, Any]) -> None:
+    def __init__(self, tmp: Path, config: dict[str, Any], env: dict[str, str] | None = None) -> None:
         self.tmp = tmp
+        self.env = {**os.environ, **(env or {})}
         self.port = config["server"]["http_listen_port"]
         self.cfg = tmp / "agent.yaml"
         self.cfg.write_text(yaml.safe_dump(config))
@@ -35,7 +36,10 @@ class AgentProcess:
     def start(self) -> AgentProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "loglake", "agent", "--config", str(self.cfg)], stdout=log, stderr=log
+                [sys.executable, "-m", "loglake", "agent", "--config", str(self.cfg)],
+                stdout=log,
+                stderr=log,
+                env=self.env,
             )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -170,3 +174,115 @@ def test_every_line_arrives_once_through_rotations_agent_crashes_and_server_rest
         assert _lines_by_file(server, start) == w.want
     finally:
         agent.stop()
+
+
+def _cri(line: str) -> str:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + ".000000000Z"
+    return f"{stamp} stdout F {line}\n"
+
+
+@pytest.mark.timeout(120)
+def test_the_seeds_kubernetes_config_ships_annotated_pods_of_this_node(tmp_path, make_server) -> None:
+    """The seeds' Kubernetes config as written (only the log root moved into tmp), against a fake Kubernetes API
+    server on loopback (a real API server cannot run here); pods come and go while the agent runs."""
+    from tests.test_agent_kubernetes import FakeKube, _serve, make_pod
+
+    server = make_server()
+    kube = FakeKube()
+    api = _serve(kube)
+    root = tmp_path / "pods"
+
+    def pod_log(name: str, lines: list[str]) -> None:
+        folder = root / f"default_{name}_uid-default-{name}" / "app"
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / "0.log", "a") as f:
+            f.write("".join(_cri(line) for line in lines))
+
+    enabled = {"logging/enabled": "true"}
+    kube.put(make_pod("web", labels={"app": "web"}, annotations=enabled))
+    kube.put(make_pod("quiet", labels={"app": "quiet"}))  # not annotated: not shipped
+    kube.put(make_pod("elsewhere", node="node-b", annotations=enabled))  # another node
+    for name in ("web", "quiet", "elsewhere"):
+        pod_log(name, [f'{{"level":"info","trace_id":"t-{name}","msg":"hello from {name}"}}'])
+    config = agent_config(tmp_path, server)
+    config["scrape_configs"] = [
+        {
+            "job_name": "kubernetes-pods",
+            "kubernetes_sd_configs": [{"role": "pod", "api_server": kube.url}],
+            "pipeline_stages": [
+                {"cri": {}},
+                {"json": {"expressions": {"level": "level", "trace_id": "trace_id"}}},
+                {"labels": {"level": ""}},
+            ],
+            "relabel_configs": [
+                {
+                    "source_labels": ["__meta_kubernetes_pod_annotation_logging_enabled"],
+                    "action": "keep",
+                    "regex": "true",
+                },
+                {"action": "labelmap", "regex": "__meta_kubernetes_pod_label_(.+)"},
+                {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+                {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+                {"source_labels": ["__meta_kubernetes_pod_container_name"], "target_label": "container"},
+                {
+                    "source_labels": ["__meta_kubernetes_pod_uid", "__meta_kubernetes_pod_container_name"],
+                    "separator": "/",
+                    "target_label": "__path__",
+                    "replacement": f"{root}/*$1/*.log",
+                },
+            ],
+        }
+    ]
+    agent = AgentProcess(tmp_path, config, env={"HOSTNAME": "node-a"}).start()
+    start = time.time_ns() - 60 * 10**9
+
+    def shipped() -> list[tuple[str, dict[str, str]]]:
+        with server.client() as c:
+            return [
+                (line, labels)
+                for _, line, labels in read_all(c, '{namespace="default"}', start, time.time_ns() + 10**9)
+            ]
+
+    def wait(pred: Any) -> list[tuple[str, dict[str, str]]]:
+        deadline = time.monotonic() + 30
+        got = shipped()
+        while not pred(got) and time.monotonic() < deadline:
+            time.sleep(0.2)
+            got = shipped()
+        return got
+
+    try:
+        got = wait(lambda g: len(g) >= 1)
+        assert [line for line, _ in got] == ['{"level":"info","trace_id":"t-web","msg":"hello from web"}'], agent.log()
+        labels = got[0][1]
+        assert {k: labels[k] for k in ("namespace", "pod", "container", "app", "level")} == {
+            "namespace": "default",
+            "pod": "web",
+            "container": "app",
+            "app": "web",
+            "level": "info",
+        }
+        assert "trace_id" not in labels, "trace_id stays in the extracted map"
+        assert labels["filename"].endswith("/app/0.log")
+        # A pod arrives (watch ADDED), and the quiet one gets annotated (MODIFIED): both are followed.
+        pod_log("api", ['{"level":"error","trace_id":"t-api","msg":"boom"}'])
+        kube.put(make_pod("api", labels={"app": "api"}, annotations=enabled))
+        kube.put(make_pod("quiet", labels={"app": "quiet"}, annotations=enabled))
+        got = wait(lambda g: len(g) >= 3)
+        by_pod = {labels["pod"]: line for line, labels in got}
+        assert set(by_pod) == {"web", "api", "quiet"}, agent.log()
+        assert next(labels for _, labels in got if labels["pod"] == "api")["level"] == "error"
+        # Logs of a pod that went away no longer arrive; the others still do.
+        kube.delete("default", "api")
+        time.sleep(1.5)
+        pod_log("api", ['{"level":"info","msg":"after delete"}'])
+        pod_log("web", ['{"level":"info","msg":"still here"}'])
+        got = wait(lambda g: any("still here" in line for line, _ in g))
+        lines = [line for line, _ in got]
+        assert any("still here" in line for line in lines)
+        assert not any("after delete" in line for line in lines)
+    finally:
+        agent.stop()
+        kube.close()
+        api.shutdown()
+        api.server_close()

@@ -3,7 +3,7 @@
 Entries wait in batches, one per tenant, until a batch holds `batch_bytes` of lines or is `batch_wait` old; one
 sender thread pushes batches in turn. 429, 5xx and connection errors are retried with exponential backoff and
 jitter, up to `max_retries`; other 4xx answers are logged and the batch dropped (counted), as Promtail does.
-`send` blocks while too much waits, so a server that is down makes the agent stop reading instead of growing.
+`send` blocks while more than six batches wait, so a server that is down makes the agent stop reading, not grow.
 Every entry is reported to `on_done` once it was stored or dropped; the agent moves file positions on that.
 """
 
@@ -46,7 +46,7 @@ class ClientSettings:
     basic_auth: tuple[str, str] | None = None
     bearer_token: str | None = None
     drop_rate_limited_batches: bool = False
-    max_pending_bytes: int = 0  # 0: ten batches
+    max_pending_bytes: int = 0  # 0: six batches
     verify: bool | str = True
 
 
@@ -86,7 +86,7 @@ class Client:
         self.on_done = on_done
         self.metrics = ClientMetrics(registry or CollectorRegistry())
         self.host = urlsplit(settings.url).netloc
-        self.max_pending = settings.max_pending_bytes or 10 * settings.batch_bytes
+        self.max_pending = settings.max_pending_bytes or 6 * settings.batch_bytes
         self._batches: dict[str, _Batch] = {}
         self._pending = 0
         self._cond = threading.Condition()
@@ -184,11 +184,14 @@ class Client:
     def _body(self, entries: list[Entry]) -> bytes:
         external = self.settings.external_labels
         streams: dict[tuple[tuple[str, str], ...], list[tuple[int, str, dict[str, str] | None]]] = {}
+        keys: dict[int, tuple[tuple[str, str], ...]] = {}  # entries of one read share their labels dict
         for e in entries:
-            labels = {**external, **e.labels} if external else e.labels
-            if TENANT_LABEL in labels:
-                labels = {k: v for k, v in labels.items() if k != TENANT_LABEL}
-            key = tuple(sorted(labels.items()))
+            key = keys.get(id(e.labels))
+            if key is None:
+                labels = {**external, **e.labels} if external else e.labels
+                if TENANT_LABEL in labels:
+                    labels = {k: v for k, v in labels.items() if k != TENANT_LABEL}
+                key = keys[id(e.labels)] = tuple(sorted(labels.items()))
             streams.setdefault(key, []).append((e.ts_ns, e.line, e.metadata or None))
         return bytes(cramjam.snappy.compress_raw(encode_push(streams.items())))
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One log entry on its way from a source, through the pipeline stages, to a client.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fnmatch
 import glob
+import itertools
 import logging
 import os
 import threading
@@ -44,6 +45,7 @@ class TailerSettings:
     poll_interval: float = 0.25
     rescan_interval: float = 10.0
     read_bytes: int = 1 << 20  # at most this much per file per cycle, so one busy file cannot starve the rest
+    cycle_bytes: int = 4 << 20  # at most this much in all per cycle (memory stays bounded when files are big)
     max_line_bytes: int = 0  # 0: no limit
     truncate_lines: bool = True  # over the limit: cut (True) or drop (False)
     partial_timeout: float = 5.0
@@ -70,7 +72,7 @@ class _Tail:
     pos: FilePosition
     fd: int
     read_at: int  # next byte to read
-    buf: bytearray = field(default_factory=bytearray)  # bytes after the last newline
+    buf: bytes = b""  # bytes after the last newline
     buf_since: float = 0.0
     last_ts: int = 0
     replay: list[tuple[int, int, int]] = field(default_factory=list)  # recorded chunks still ahead
@@ -107,6 +109,7 @@ class Tailer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_scan = 0.0
+        self._turn = 0
 
     # ---- control --------------------------------------------------------------------------------------------
 
@@ -162,9 +165,15 @@ class Tailer:
             self._rescan()
         batches: list[tuple[FileGroup, list[Entry]]] = []
         chunks: list[tuple[FilePosition, int, int, int]] = []
-        for key in list(self._tails):
+        keys = list(self._tails)
+        # Files take turns at the front, so a cycle that runs out of budget does not always skip the same ones.
+        self._turn = (self._turn + 1) % max(1, len(keys))
+        budget = self.settings.cycle_bytes
+        for key in keys[self._turn :] + keys[: self._turn]:
             t = self._tails[key]
-            entries, chunk = self._read(t, now)
+            before = t.read_at
+            entries, chunk = self._read(t, now, budget <= 0)
+            budget -= t.read_at - before
             if entries:
                 batches.append((t.group, entries))
             if chunk is not None:
@@ -256,8 +265,12 @@ class Tailer:
         with self._lock:
             self._tails[old.key] = t
 
-    def _read(self, t: _Tail, now: float) -> tuple[list[Entry], tuple[FilePosition, int, int, int] | None]:
+    def _read(
+        self, t: _Tail, now: float, skip: bool = False
+    ) -> tuple[list[Entry], tuple[FilePosition, int, int, int] | None]:
         s = self.settings
+        if skip:
+            return [], None  # over this cycle's budget: next cycle
         try:
             data = os.pread(t.fd, s.read_bytes, t.read_at)
         except OSError as exc:
@@ -268,9 +281,8 @@ class Tailer:
             if not t.buf:
                 t.buf_since = now
             t.read_at += len(data)
-            t.buf += data
             t.idle_since = now
-        buf = t.buf
+        buf = t.buf + data if t.buf else data
         cut = buf.rfind(b"\n") + 1
         flush_partial = bool(buf) and (
             (not data and now - t.buf_since >= s.partial_timeout)
@@ -278,21 +290,29 @@ class Tailer:
             or (t.draining and not data)
         )
         if cut == 0 and not flush_partial:
+            t.buf = buf
             return [], None
-        whole = bytes(buf[:cut]) if not flush_partial else bytes(buf) + b"\n"
         base = t.read_at - len(buf)
-        del buf[: len(whole) if not flush_partial else len(buf)]
+        if flush_partial:
+            raws = buf.split(b"\n")
+            t.buf = b""
+        else:
+            raws = buf[:cut].split(b"\n")
+            raws.pop()  # after the last newline
+            # A new small object: keeping a slice of a big read would keep the whole read alive.
+            t.buf = bytes(buf[cut:])
         t.buf_since = now
-        raws = whole.split(b"\n")
-        raws.pop()  # after the last newline
-        return self._entries(t, raws, base, len(buf) == 0 and flush_partial)
+        return self._entries(t, raws, base, flush_partial)
 
     def _entries(
         self, t: _Tail, raws: list[bytes], base: int, partial_last: bool
     ) -> tuple[list[Entry], tuple[FilePosition, int, int, int] | None]:
         s = self.settings
+        # One dict for the whole read: the pipeline copies an entry's labels before it changes them.
         labels = {**t.group.labels, "filename": t.path}
         key = t.pos.key
+        if not t.replay and base >= t.skip_before and not s.max_line_bytes:
+            return self._entries_plain(t, raws, base, partial_last, labels)
         entries: list[Entry] = []
         start = base
         first_new: int | None = None
@@ -320,12 +340,31 @@ class Tailer:
                 raw = raw[:limit]
                 self.metrics.truncated.labels("truncated").inc()
             entries.append(
-                Entry(dict(labels), raw.decode("utf-8", "replace"), stamp, source=key, start=line_start, end=end)
+                Entry(labels, raw.decode("utf-8", "replace"), stamp, source=key, start=line_start, end=end)
             )
         if raws:
             self.metrics.read_lines.labels(t.path).inc(len(raws))
         chunk = (t.pos, first_new, start, ts) if first_new is not None else None
         return entries, chunk
+
+    def _entries_plain(
+        self, t: _Tail, raws: list[bytes], base: int, partial_last: bool, labels: dict[str, str]
+    ) -> tuple[list[Entry], tuple[FilePosition, int, int, int] | None]:
+        """_entries for the usual case: nothing to replay or skip, no line limit."""
+        if not raws:
+            return [], None
+        ts = max(time.time_ns(), t.last_ts + 1)
+        key = t.pos.key
+        ends = list(itertools.accumulate((len(r) + 1 for r in raws), initial=base))
+        if partial_last:
+            ends[-1] -= 1
+        entries = [
+            Entry(labels, raw.decode("utf-8", "replace"), ts + i, source=key, start=ends[i], end=ends[i + 1])
+            for i, raw in enumerate(raws)
+        ]
+        t.last_ts = ts + len(raws) - 1
+        self.metrics.read_lines.labels(t.path).inc(len(raws))
+        return entries, (t.pos, base, ends[-1], ts)
 
     def _replayed_ts(self, t: _Tail, offset: int) -> int | None:
         """The timestamp a line got before a restart, if it lies in a recorded chunk (lines come in order)."""

@@ -70,7 +70,7 @@ def labels_text(labels: Labels) -> str:
     return "{" + ", ".join(f"{k}={quote(v)}" for k, v in items) + "}"
 
 
-def _varint(value: int) -> bytes:
+def _varint_slow(value: int) -> bytes:
     value &= 0xFFFF_FFFF_FFFF_FFFF
     out = bytearray()
     while value > 0x7F:
@@ -80,7 +80,33 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL_VARINTS = [_varint(i) for i in range(128)]
+_VARINTS = [_varint_slow(i) for i in range(1 << 14)]  # one or two bytes: every line length under 16 KiB
+
+
+def _varint(value: int) -> bytes:
+    if 0 <= value < 16384:
+        return _VARINTS[value]
+    if 0 <= value < 1 << 35:
+        # Three to five bytes (nanoseconds of a second fit in five) without a loop.
+        if value < 1 << 21:
+            return bytes(((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, value >> 14))
+        if value < 1 << 28:
+            return bytes(
+                ((value & 0x7F) | 0x80, ((value >> 7) & 0x7F) | 0x80, ((value >> 14) & 0x7F) | 0x80, value >> 21)
+            )
+        return bytes(
+            (
+                (value & 0x7F) | 0x80,
+                ((value >> 7) & 0x7F) | 0x80,
+                ((value >> 14) & 0x7F) | 0x80,
+                ((value >> 21) & 0x7F) | 0x80,
+                value >> 28,
+            )
+        )
+    return _varint_slow(value)
+
+
+_SMALL_VARINTS = _VARINTS[:128]
 
 
 def _len_field(tag: bytes, payload: bytes) -> bytes:
@@ -97,11 +123,14 @@ def _pair(name: str, value: str) -> bytes:
     return _len_field(b"\x1a", body)
 
 
-def _entry(ts_ns: int, line: str, metadata: Metadata) -> bytes:
+def _entry(ts_ns: int, line: str, metadata: Metadata, seconds_cache: dict[int, bytes] | None = None) -> bytes:
     seconds, nanos = divmod(int(ts_ns), 1_000_000_000)
-    ts = b""
-    if seconds:
-        ts += b"\x08" + _varint(seconds)
+    if seconds_cache is not None:
+        ts = seconds_cache.get(seconds)
+        if ts is None:
+            ts = seconds_cache[seconds] = b"\x08" + _varint(seconds) if seconds else b""
+    else:
+        ts = b"\x08" + _varint(seconds) if seconds else b""
     if nanos:
         ts += b"\x10" + _varint(nanos)
     body = _len_field(b"\x0a", ts)
@@ -121,11 +150,32 @@ def encode_push(streams: Iterable[tuple[Labels, Iterable[Entry]]]) -> bytes:
     The bytes equal what the protobuf runtime serializes for the same messages.
     """
     out = []
+    seconds: dict[int, bytes] = {}  # entries of a push mostly share their second
     for labels, entries in streams:
         text = labels_text(labels)
         body = _len_field(b"\x0a", text.encode()) if text else b""
-        body += b"".join(_entry(e[0], e[1], e[2] if len(e) > 2 else None) for e in entries)  # type: ignore[misc]
-        out.append(_len_field(b"\x0a", body))
+        parts = [body]
+        append = parts.append
+        varints = _VARINTS
+        for e in entries:
+            if len(e) > 2 and e[2]:  # type: ignore[misc]
+                append(_entry(e[0], e[1], e[2], seconds))  # type: ignore[misc]
+                continue
+            # The common entry (no metadata), inlined: this runs once per line shipped.
+            sec, nanos = divmod(e[0], 1_000_000_000)
+            ts = seconds.get(sec)
+            if ts is None:
+                ts = seconds[sec] = b"\x08" + _varint(sec) if sec else b""
+            if nanos:
+                ts += b"\x10" + _varint(nanos)
+            line = e[1].encode()
+            n = len(line)
+            inner = b"\x0a" + varints[len(ts)] + ts
+            if n:
+                inner += b"\x12" + (varints[n] if n < 16384 else _varint(n)) + line
+            m = len(inner)
+            append(b"\x12" + (varints[m] if m < 16384 else _varint(m)) + inner)
+        out.append(_len_field(b"\x0a", b"".join(parts)))
     return b"".join(out)
 
 
