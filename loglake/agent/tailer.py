@@ -339,9 +339,7 @@ class Tailer:
                     continue
                 raw = raw[:limit]
                 self.metrics.truncated.labels("truncated").inc()
-            entries.append(
-                Entry(labels, raw.decode("utf-8", "replace"), stamp, source=key, start=line_start, end=end)
-            )
+            entries.append(Entry(labels, raw.decode("utf-8", "replace"), stamp, source=key, start=line_start, end=end))
         if raws:
             self.metrics.read_lines.labels(t.path).inc(len(raws))
         chunk = (t.pos, first_new, start, ts) if first_new is not None else None
