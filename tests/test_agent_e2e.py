@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -286,3 +287,81 @@ def test_the_seeds_kubernetes_config_ships_annotated_pods_of_this_node(tmp_path,
         kube.close()
         api.shutdown()
         api.server_close()
+
+
+@pytest.mark.timeout(120)
+def test_syslog_and_push_api_sources_are_relabeled_and_forwarded(tmp_path, make_server) -> None:
+    server = make_server()
+    syslog_port, push_port = free_port(), free_port()
+    config = agent_config(tmp_path, server)
+    config["scrape_configs"] = [
+        {
+            "job_name": "syslog",
+            "syslog": {"listen_address": f"127.0.0.1:{syslog_port}", "labels": {"job": "syslog"}},
+            "relabel_configs": [{"source_labels": ["__syslog_message_app_name"], "target_label": "app"}],
+        },
+        {
+            "job_name": "push",
+            "loki_push_api": {
+                "server": {"http_listen_address": "127.0.0.1", "http_listen_port": push_port},
+                "labels": {"via": "agent"},
+                "use_incoming_timestamp": True,
+            },
+        },
+    ]
+    agent = AgentProcess(tmp_path, config).start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", syslog_port), timeout=2) as s:
+                    msg = b"<165>1 2024-01-01T00:00:00Z host1 billing 42 ID7 - payment accepted"
+                    s.sendall(str(len(msg)).encode() + b" " + msg)
+                break
+            except OSError:
+                assert time.monotonic() < deadline, agent.log()
+                time.sleep(0.1)
+        ts = time.time_ns() - 5 * 10**9
+        body = {"streams": [{"stream": {"job": "pushed"}, "values": [[str(ts), "forwarded line"]]}]}
+        r = httpx.post(f"http://127.0.0.1:{push_port}/loki/api/v1/push", json=body, timeout=10)
+        assert r.status_code == 204, r.text
+        start = time.time_ns() - 60 * 10**9
+
+        def find(query: str) -> list[tuple[int, str, dict]]:
+            deadline = time.monotonic() + 20
+            while True:
+                with server.client() as c:
+                    got = read_all(c, query, start, time.time_ns() + 10**9)
+                if got or time.monotonic() > deadline:
+                    return got
+                time.sleep(0.2)
+
+        syslog = find('{job="syslog"}')
+        assert [line for _, line, _ in syslog] == ["payment accepted"], agent.log()
+        assert syslog[0][2]["app"] == "billing"
+        assert not any(k.startswith("__") for k in syslog[0][2])
+        pushed = find('{job="pushed"}')
+        assert [(t, line) for t, line, _ in pushed] == [(ts, "forwarded line")]
+        assert pushed[0][2]["via"] == "agent"
+    finally:
+        agent.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_graceful_stop_sends_what_waits_in_a_batch(tmp_path, make_server) -> None:
+    server = make_server()
+    (tmp_path / "logs").mkdir()
+    config = agent_config(tmp_path, server)
+    config["clients"][0]["batchwait"] = "1h"  # nothing leaves before the stop
+    agent = AgentProcess(tmp_path, config).start()
+    w = Writer(tmp_path / "logs")
+    w.write("a.log", 20)
+    time.sleep(1.5)  # read, and waiting in the batch
+    start = time.time_ns() - 60 * 10**9
+    assert _lines_by_file(server, start) == {}
+    assert agent.stop() == 0
+    assert _lines_by_file(server, start) == w.want
+    positions = yaml.safe_load((tmp_path / "positions.yaml").read_text())
+    assert positions["positions"] == {
+        str(tmp_path / "logs" / "a.log"): str((tmp_path / "logs" / "a.log").stat().st_size)
+    }

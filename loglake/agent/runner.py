@@ -270,6 +270,7 @@ class Agent:
                         use_incoming_timestamp=y.use_incoming_timestamp,
                         use_rfc5424_message=y.use_rfc5424_message,
                         max_message_length=y.max_message_length,
+                        syslog_format=y.syslog_format,
                     ),
                     lambda entries, name=job.name: self.from_source(name, entries),
                 )
@@ -281,10 +282,11 @@ class Agent:
                 p = sc.loki_push_api
                 pt = PushApiTarget(
                     PushApiSettings(
-                        listen_address=p.server.http_listen_address,
+                        listen_address=p.server.http_listen_address or "0.0.0.0",
                         listen_port=p.server.http_listen_port,
                         labels=dict(p.labels or {}),
                         use_incoming_timestamp=p.use_incoming_timestamp,
+                        max_send_msg_size=p.max_send_msg_size,
                     ),
                     lambda entries, name=job.name: self.from_source(name, entries),
                 )

@@ -125,13 +125,12 @@ class Tailer:
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop after the current cycle and close every file."""
+        """Stop after the current cycle and close every file (what was consumed stays known for the positions)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         for t in list(self._tails.values()):
             os.close(t.fd)
-        self._tails.clear()
 
     def consumed(self) -> dict[str, int]:
         """Offset up to which each open source's lines were handed on."""
