@@ -899,10 +899,11 @@ def _field(v: Any, chain: tuple[str, ...]) -> Any:
 class Template:
     """A parsed `line_format` / `label_format` template."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, funcs: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        """Parse `text`; `funcs` adds functions (or replaces Loki's) for this template only."""
         self.text = text
-        funcs = {**_FUNCS, "__line__": lambda: "", "__timestamp__": lambda: None}
-        parser = _Parser(text, funcs)
+        self._funcs = {**_FUNCS, **funcs} if funcs else _FUNCS
+        parser = _Parser(text, {**self._funcs, "__line__": lambda: "", "__timestamp__": lambda: None})
         try:
             self._nodes = parser.parse()
         except TemplateError:
@@ -949,7 +950,7 @@ class Template:
     def render(self, labels: Mapping[str, str], line: str, ts_ns: int) -> str:
         """Execute the template for one entry."""
         ts = _entry_time(ts_ns)
-        ctx = _Ctx(line, ts, self._defines)
+        ctx = _Ctx(line, ts, self._defines, self._funcs)
         out: list[str] = []
         try:
             ctx.run(self._nodes, labels, _Scope(labels), out)
@@ -963,10 +964,13 @@ class Template:
 
 
 class _Ctx:
-    def __init__(self, line: str, ts: dt.datetime, defines: dict[str, list[_Node]]) -> None:
+    def __init__(
+        self, line: str, ts: dt.datetime, defines: dict[str, list[_Node]], funcs: Mapping[str, Callable[..., Any]]
+    ) -> None:
         self.line = line
         self.ts = ts
         self.defines = defines
+        self.funcs = funcs
         self.steps = 0
 
     def run(self, nodes: list[_Node], dot: Any, scope: _Scope, out: list[str]) -> None:
@@ -1058,7 +1062,7 @@ class _Ctx:
             return self.line
         if name == "__timestamp__":
             return self.ts
-        fn = _FUNCS[name]
+        fn = self.funcs[name]
         try:
             return fn(*args)
         except TemplateRuntimeError:

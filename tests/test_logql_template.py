@@ -71,3 +71,10 @@ def test_runtime_errors_are_reported_per_row(text: str) -> None:
 def test_fields_lists_the_labels_a_template_reads() -> None:
     assert Template("{{ .a }} {{ ToUpper .b }} {{ if .c }}{{ end }}").fields == {"a", "b", "c"}
     assert Template("{{ . }}").fields is None
+
+
+def test_extra_functions_belong_to_one_template_only() -> None:
+    shout = {"shout": lambda s: s.upper() + "!"}
+    assert Template('{{ shout "hi" }}', shout).render({}, "", 0) == "HI!"
+    with pytest.raises(TemplateError):
+        Template('{{ shout "hi" }}')  # LogQL's line_format does not gain them

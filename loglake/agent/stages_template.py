@@ -3,46 +3,38 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import json
 import re
-import sys
 from collections.abc import Mapping
-from types import ModuleType
 from typing import Any
+
+from loglake import gotemplate
 
 __all__ = ["PipelineTemplate", "TemplateError"]
 
 
-def _load_engine() -> ModuleType:
-    """A private instance of loglake.gotemplate with Promtail's extra functions registered in it.
+def _to_str(value: Any) -> str:
+    return gotemplate._to_str(value)
 
-    gotemplate keeps its function table module-wide and has no way to pass more functions to one template;
-    registering Promtail's functions there would leak them into LogQL's line_format, so the pipeline stages use
-    their own instance of the module.
-    """
-    origin = importlib.util.find_spec("loglake.gotemplate")
-    name = "loglake.agent._pipeline_gotemplate"
-    spec = importlib.util.spec_from_file_location(name, origin.origin if origin else None)
-    if spec is None or spec.loader is None:
-        raise ImportError("loglake.gotemplate is missing")
-    engine = importlib.util.module_from_spec(spec)
-    sys.modules[name] = engine  # dataclasses look their module up while the module runs
-    spec.loader.exec_module(engine)
-    to_str = engine._to_str
-    extra = {
-        # Promtail's own: hex digests of salt + input (SHA3-256 and SHA-256).
-        "Hash": lambda salt, value: hashlib.sha3_256((to_str(salt) + to_str(value)).encode()).hexdigest(),
-        "Sha2Hash": lambda salt, value: hashlib.sha256((to_str(salt) + to_str(value)).encode()).hexdigest(),
-        # A few sprig functions Promtail inherits that gotemplate's LogQL set does not have.
-        "sha256sum": lambda value: hashlib.sha256(to_str(value).encode()).hexdigest(),
-        "sha1sum": lambda value: hashlib.sha1(to_str(value).encode()).hexdigest(),
-        "regexMatch": lambda rx, value: engine._regex(to_str(rx)).search(to_str(value)) is not None,
-        "regexFind": lambda rx, value: _first(engine._regex(to_str(rx)), to_str(value)),
-        "quote": lambda *values: " ".join(engine.json.dumps(to_str(v)) for v in values if v is not None),
-        "squote": lambda *values: " ".join(f"'{to_str(v)}'" for v in values if v is not None),
-    }
-    engine._FUNCS.update(extra)
-    return engine
+
+def _regex(rx: Any) -> re.Pattern[str]:
+    return gotemplate._regex(_to_str(rx))
+
+
+# Promtail's functions on top of text/template's and Loki's; given to each pipeline template only, so LogQL's
+# line_format does not gain them.
+PROMTAIL_FUNCS: dict[str, Any] = {
+    # Promtail's own: hex digests of salt + input (SHA3-256 and SHA-256).
+    "Hash": lambda salt, value: hashlib.sha3_256((_to_str(salt) + _to_str(value)).encode()).hexdigest(),
+    "Sha2Hash": lambda salt, value: hashlib.sha256((_to_str(salt) + _to_str(value)).encode()).hexdigest(),
+    # A few sprig functions Promtail inherits that the LogQL set does not have.
+    "sha256sum": lambda value: hashlib.sha256(_to_str(value).encode()).hexdigest(),
+    "sha1sum": lambda value: hashlib.sha1(_to_str(value).encode()).hexdigest(),
+    "regexMatch": lambda rx, value: _regex(rx).search(_to_str(value)) is not None,
+    "regexFind": lambda rx, value: _first(_regex(rx), _to_str(value)),
+    "quote": lambda *values: " ".join(json.dumps(_to_str(v)) for v in values if v is not None),
+    "squote": lambda *values: " ".join(f"'{_to_str(v)}'" for v in values if v is not None),
+}
 
 
 def _first(rx: re.Pattern[str], value: str) -> str:
@@ -50,8 +42,7 @@ def _first(rx: re.Pattern[str], value: str) -> str:
     return m.group(0) if m else ""
 
 
-_ENGINE = _load_engine()
-TemplateError: type[Exception] = _ENGINE.TemplateError
+TemplateError = gotemplate.TemplateError
 
 
 class PipelineTemplate:
@@ -59,7 +50,7 @@ class PipelineTemplate:
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self._template = _ENGINE.Template(text)
+        self._template = gotemplate.Template(text, PROMTAIL_FUNCS)
         fields = self._template.fields
         # The names the template reads, so a stage builds only those (None: it may read any).
         self.fields: frozenset[str] | None = fields
