@@ -22,6 +22,7 @@ import orjson
 from prometheus_client import CollectorRegistry
 
 from loglake.agent.entry import Entry
+from loglake.agent.re2 import CompiledRE2, PatternError, compile_re2
 from loglake.agent.stages_metrics import (
     DEFAULT_BUCKETS,
     StreamMetric,
@@ -29,7 +30,6 @@ from loglake.agent.stages_metrics import (
     dropped_entries_counter,
     stream_metric,
 )
-from loglake.agent.stages_regex import RE2Error, compile_re2
 from loglake.agent.stages_selector import Selector, SelectorError, parse_selector
 from loglake.agent.stages_template import PipelineTemplate, TemplateError
 from loglake.agent.stages_time import (
@@ -216,11 +216,11 @@ class _Options:
         except ValueError as exc:
             raise self.error(key, str(exc)) from None
 
-    def regex(self, key: str, pattern: Any) -> re.Pattern[str]:
-        """Compile an RE2 pattern given for `key`."""
+    def regex(self, key: str, pattern: Any) -> CompiledRE2:
+        """Compile an RE2 pattern given for `key` (searched unanchored, as Promtail's stages do)."""
         try:
-            return compile_re2(pattern)
-        except RE2Error as exc:
+            return compile_re2(str(pattern), anchored=False)
+        except PatternError as exc:
             raise self.error(key, str(exc)) from None
 
     def string_list(self, key: str) -> list[str]:
@@ -503,21 +503,26 @@ class RegexStage(Stage):
 
     kind = "regex"
 
-    def __init__(self, regex: re.Pattern[str], source: str | None) -> None:
+    def __init__(self, regex: CompiledRE2, source: str | None) -> None:
         self.regex = regex
         self.source = source
+        # Go sets each named group in order, so of groups sharing a name the last one wins.
+        self.groups = [(name, indexes[-1]) for name, indexes in regex.names.items()]
 
     def process(self, entries: list[Entry], now_ns: int) -> list[Entry]:
-        if not self.regex.groupindex:
+        groups = self.groups
+        if not groups:
             return entries
-        search, source = self.regex.search, self.source
+        search, source = self.regex.pattern.search, self.source
         for e in entries:
             text = e.line if source is None else _source_text(e, source)
             if text is None:
                 continue
             m = search(text)
             if m is not None:
-                e.extracted.update(m.groupdict(""))
+                ex = e.extracted
+                for name, index in groups:
+                    ex[name] = m.group(index) or ""  # Go reports an unmatched group as ""
         return entries
 
 
@@ -526,11 +531,11 @@ class ReplaceStage(Stage):
 
     kind = "replace"
 
-    def __init__(self, regex: re.Pattern[str], template: PipelineTemplate, source: str | None) -> None:
-        self.regex = regex
+    def __init__(self, regex: CompiledRE2, template: PipelineTemplate, source: str | None) -> None:
+        self.regex = regex.pattern
         self.template = template
         self.source = source
-        self.groups = [(name, index) for name, index in regex.groupindex.items()]
+        self.groups = [(name, indexes[-1]) for name, indexes in regex.names.items()]
 
     def _matches(self, text: str) -> list[re.Match[str]]:
         # Go skips an empty match that abuts the previous match; Python's finditer does not.
@@ -1215,7 +1220,9 @@ class MultilineStage(Stage):
         return out
 
 
-_CRI_LINE = compile_re2(r"^(?s)(?P<time>\S+?) (?P<stream>stdout|stderr) (?P<flags>\S+?) (?P<content>.*)$")
+_CRI_LINE = compile_re2(
+    r"^(?s)(?P<time>\S+?) (?P<stream>stdout|stderr) (?P<flags>\S+?) (?P<content>.*)$", anchored=False
+)
 
 
 class CRIStage(Stage):
@@ -1562,7 +1569,7 @@ def _build_drop(opts: _Options, ctx: _Context) -> Stage:
         raise opts.error("value", "drop stage config must contain source if value is specified")
     if value is not None and expression is not None:
         raise opts.error("value", "value and expression cannot both be defined")
-    regex = opts.regex("expression", expression) if expression is not None else None
+    regex = opts.regex("expression", expression).pattern if expression is not None else None
     older = opts.duration("older_than", 0) if opts.has("older_than") else None
     longer = None
     if opts.has("longer_than"):
@@ -1578,7 +1585,7 @@ def _build_drop(opts: _Options, ctx: _Context) -> Stage:
 
 def _build_multiline(opts: _Options, ctx: _Context) -> Stage:
     firstline = opts.str("firstline", required=True)
-    regex = opts.regex("firstline", firstline)
+    regex = opts.regex("firstline", firstline).pattern
     max_wait = opts.duration("max_wait_time", 3 * NS)
     max_lines = opts.int("max_lines", 128)
     if max_lines < 0:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from loglake.agent.stages_regex import RE2Error, compile_re2
+from loglake.agent.re2 import PatternError, compile_re2
 from loglake.quoting import QuotingError, unquote_at
 
 __all__ = ["LabelMatcher", "LineFilter", "Selector", "SelectorError", "parse_selector"]
@@ -71,7 +71,7 @@ def _label_test(op: str, value: str) -> Callable[[str], bool]:
         return value.__eq__
     if op == "!=":
         return value.__ne__
-    rx = compile_re2("(?s:" + value + ")")
+    rx = compile_re2(value).pattern  # anchored, `.` matching newlines: Prometheus' label matchers
     if op == "=~":
         return lambda v: rx.fullmatch(v) is not None
     return lambda v: rx.fullmatch(v) is None
@@ -82,7 +82,7 @@ def _line_test(op: str, value: str) -> Callable[[str], bool]:
         return lambda line: value in line
     if op == "!=":
         return lambda line: value not in line
-    rx = compile_re2(value)
+    rx = compile_re2(value, anchored=False).pattern
     if op == "|~":
         return lambda line: rx.search(line) is not None
     return lambda line: rx.search(line) is None
@@ -123,7 +123,7 @@ def parse_selector(text: str) -> Selector:
         value = string()
         try:
             matchers.append(LabelMatcher(name, op, value, _label_test(op, value)))
-        except RE2Error as exc:
+        except PatternError as exc:
             raise fail(str(exc)) from None
         pos = _skip(text, pos)
         if text.startswith(",", pos):
@@ -145,6 +145,6 @@ def parse_selector(text: str) -> Selector:
         value = string()
         try:
             filters.append(LineFilter(op, value, _line_test(op, value)))
-        except RE2Error as exc:
+        except PatternError as exc:
             raise fail(str(exc)) from None
     return Selector(tuple(matchers), tuple(filters))
