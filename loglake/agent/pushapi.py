@@ -13,7 +13,6 @@ import re
 import socket
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -24,6 +23,7 @@ import cramjam
 import orjson
 
 from loglake.agent.entry import Entry
+from loglake.ingest import compression
 from loglake.ingest.pushproto import parse_push_request
 from loglake.quoting import unquote_at
 
@@ -179,38 +179,16 @@ def decode_push_body(
 
 
 def _inflate(body: bytes, wbits: int, limit: int, what: str) -> bytes:
-    """Decompress gzip (wbits 31; several members allowed) or deflate, never past `limit` bytes."""
-    if not body:
-        raise PushRequestError(f"{what} body is empty")
-    chunks: list[bytes] = []
-    total = 0
-    data = body
-    while data:
-        d = zlib.decompressobj(wbits)
-        try:
-            while not d.eof:
-                out = d.decompress(data, limit + 1 - total)
-                data = d.unconsumed_tail
-                total += len(out)
-                if total > limit:
-                    raise PushRequestError(f"the {what} body decompresses to more than {limit} bytes", 413)
-                chunks.append(out)
-                if not out and not data:
-                    raise PushRequestError(f"invalid {what} body: truncated")
-        except zlib.error as exc:
-            raise PushRequestError(f"invalid {what} body: {exc}") from None
-        data = d.unused_data
-        if wbits != 31:
-            break
-    return b"".join(chunks)
+    try:
+        return compression.inflate(body, wbits, limit, what) if wbits else compression.inflate_deflate(body, limit)
+    except compression.DecompressTooLarge as exc:
+        raise PushRequestError(str(exc), 413) from None
+    except compression.DecompressError as exc:
+        raise PushRequestError(str(exc)) from None
 
 
 def _inflate_deflate(body: bytes, limit: int) -> bytes:
-    # Go's compress/flate reads raw DEFLATE; many HTTP clients send zlib-wrapped data instead. Take both.
-    if len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0:
-        with contextlib.suppress(PushRequestError):
-            return _inflate(body, 15, limit, "deflate")
-    return _inflate(body, -15, limit, "deflate")
+    return _inflate(body, 0, limit, "deflate")
 
 
 def _snappy(body: bytes, limit: int) -> bytes:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from loglake.ingest import compression
 from loglake.model import METADATA_TYPE
 from loglake.timestamps import parse_rfc3339_ns
 
@@ -129,45 +129,16 @@ def media_type(content_type: str | None) -> str:
 
 
 def _inflate(body: bytes, wbits: int, limit: int, what: str) -> bytes:
-    """Decompress gzip (wbits 31, several members allowed) or raw deflate (wbits -15), never past `limit`."""
-    chunks: list[bytes] = []
-    total = 0
-    data = body
-    if not data:
-        raise PushDecodeError(f"{what} body is empty")
-    while True:
-        d = zlib.decompressobj(wbits)
-        try:
-            while not d.eof:
-                out = d.decompress(data, limit + 1 - total)
-                data = d.unconsumed_tail
-                if out:
-                    total += len(out)
-                    if total > limit:
-                        raise PushTooLargeError(f"{_too_large(total, limit)}: the {what} body decompresses to more")
-                    chunks.append(out)
-                elif not data:
-                    raise PushDecodeError(f"{what} body is truncated")
-        except zlib.error as exc:
-            raise PushDecodeError(f"invalid {what} body: {exc}") from None
-        data = d.unused_data
-        if wbits != 31 or not data:
-            break
-    if data:
-        raise PushDecodeError(f"invalid {what} body: {len(data)} bytes of garbage after the compressed data")
-    return b"".join(chunks)
+    try:
+        return compression.inflate(body, wbits, limit, what) if wbits else compression.inflate_deflate(body, limit)
+    except compression.DecompressTooLarge as exc:
+        raise PushTooLargeError(f"{_too_large(exc.size, limit)}: the {what} body decompresses to more") from None
+    except compression.DecompressError as exc:
+        raise PushDecodeError(str(exc)) from None
 
 
 def _inflate_deflate(body: bytes, limit: int) -> bytes:
-    # Loki (Go's compress/flate) expects raw DEFLATE; many HTTP clients send zlib-wrapped data. Accept both.
-    if len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0:
-        try:
-            return _inflate(body, 15, limit, "deflate")
-        except PushTooLargeError:
-            raise
-        except PushDecodeError:
-            pass
-    return _inflate(body, -15, limit, "deflate")
+    return _inflate(body, 0, limit, "deflate")
 
 
 def snappy_decompressed_length(body: bytes | memoryview) -> int:
