@@ -365,3 +365,32 @@ def test_a_graceful_stop_sends_what_waits_in_a_batch(tmp_path, make_server) -> N
     assert positions["positions"] == {
         str(tmp_path / "logs" / "a.log"): str((tmp_path / "logs" / "a.log").stat().st_size)
     }
+
+
+@pytest.mark.parametrize(
+    ("scrape", "message"),
+    [
+        ({"static_configs": [{"lables": {"job": "a"}}]}, "scrape_configs[0].static_configs[0]: unknown key 'lables'"),
+        (
+            {
+                "static_configs": [{"labels": {"__path__": "/tmp/x"}}],
+                "pipeline_stages": [{"regex": {"expression": "(?=b)"}}],
+            },
+            "scrape_configs[0] (job 'a').pipeline_stages: stage 0 (regex): key 'expression'",
+        ),
+        (
+            {"static_configs": [{"labels": {"__path__": "/tmp/x"}}], "relabel_configs": [{"action": "nope"}]},
+            "scrape_configs[0].relabel_configs[0].action: unknown relabel action 'nope'",
+        ),
+    ],
+)
+def test_a_bad_config_is_refused_with_the_key_at_fault(tmp_path, scrape, message) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        yaml.safe_dump({"clients": [{"url": "http://127.0.0.1:9/x"}], "scrape_configs": [{"job_name": "a", **scrape}]})
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "loglake", "agent", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 1
+    assert message in r.stderr and "Traceback" not in r.stderr, r.stderr

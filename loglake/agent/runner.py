@@ -26,7 +26,7 @@ from loglake.agent.config import AgentConfig, read_file_sd
 from loglake.agent.entry import Entry
 from loglake.agent.positions import Positions
 from loglake.agent.relabel import relabel
-from loglake.agent.stages import Pipeline, build_pipeline
+from loglake.agent.stages import Pipeline, StageConfigError, build_pipeline
 from loglake.agent.tailer import FileGroup, Tailer, TailerSettings
 
 log = logging.getLogger(__name__)
@@ -117,8 +117,11 @@ class Agent:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._http: ThreadingHTTPServer | None = None
-        for sc in config.scrape_configs:
-            pipeline = build_pipeline(sc.pipeline_stages, self.registry, sc.job_name)
+        for i, sc in enumerate(config.scrape_configs):
+            try:
+                pipeline = build_pipeline(sc.pipeline_stages, self.registry, sc.job_name)
+            except StageConfigError as exc:
+                raise StageConfigError(f"scrape_configs[{i}] (job {sc.job_name!r}).pipeline_stages: {exc}") from None
             sets = [(s.targets, dict(s.labels)) for s in sc.static_configs]
             groups = file_groups(sc.job_name, sets, sc.relabel_configs)
             job = _Job(sc.job_name, sc, pipeline, threading.Lock(), groups, [])

@@ -286,9 +286,8 @@ class QueryEngine:
         hints = hints if hints is not None else Hints()
         if time.perf_counter() > stats.deadline:
             raise QueryError(504, TIMEOUT_MESSAGE)
-        empty = Frame(pa.table({"stream_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64())}), streams)
         if useless is not None and useless(piece):
-            return empty
+            return _empty_frame(streams)
         need_line = need_line or bool(q.line_filters) or needs_line(q.stages)
         need_meta = bool(q.label_filters or q.stages) or not hints.no_labels
         # Filters that run on load read their columns first; the other columns are read only if rows are left.
@@ -330,7 +329,7 @@ class QueryEngine:
         if keep is not None:
             rows = rows.filter(pa.array(keep))
         if useless is not None and useless(piece):
-            return empty
+            return _empty_frame(streams)
         prefix = pipeline.prefilter_items(q.stages) if hints.wanted is None and not hints.no_labels else None
         if prefix is not None and rows.num_rows >= PREFILTER_MIN_ROWS:
             # Pick the rows with a pass that parses only the labels the filters read; label them all after.
@@ -338,7 +337,7 @@ class QueryEngine:
             if probe.n < rows.num_rows:
                 rows = rows.take(pa.array(probe.row))
             if useless is not None and useless(piece):
-                return empty
+                return _empty_frame(streams)
         frame = pipeline.run(Frame(rows, streams), q.stages, hints)
         with stats.lock:
             stats.post_filter_lines += frame.n
@@ -522,6 +521,10 @@ _PUSHDOWN = ("count_over_time", "rate", "bytes_over_time", "bytes_rate", "sum_ov
 
 
 _POOL = ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2), thread_name_prefix="loglake-scan")
+
+
+def _empty_frame(streams: dict[int, LabelSet]) -> Frame:
+    return Frame(pa.table({"stream_id": pa.array([], pa.int64()), "ts": pa.array([], pa.int64())}), streams)
 
 
 def _grow(pieces: list[Piece], first: int, most: int) -> list[Piece]:
