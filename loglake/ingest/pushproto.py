@@ -2,8 +2,8 @@
 
 The message classes describe grafana/loki `pkg/push/push.proto` field by field (no protoc). Text fields are
 declared as `bytes`, which is the same on the wire, so that parsing never fails on invalid UTF-8: Loki (Go)
-accepts such bytes and so do we, replacing them later. This module needs only `protobuf`, so the agent and
-the client can use it without the server's dependencies.
+accepts such bytes and so do we, replacing them later. The encoder is stdlib-only; `protobuf` is imported
+only when a message class is first used, so applications (`loglake.logging`) can encode without it.
 """
 
 from __future__ import annotations
@@ -11,18 +11,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
-
 from loglake.quoting import quote
-
-_F = descriptor_pb2.FieldDescriptorProto
 
 Metadata = Mapping[str, str] | Sequence[tuple[str, str]] | None
 Entry = tuple[int, str] | tuple[int, str, Metadata]
 Labels = str | Mapping[str, str] | Sequence[tuple[str, str]]
 
 
-def _build_classes() -> tuple[Any, Any, Any, Any]:
+_MESSAGES = ("PushRequest", "StreamAdapter", "EntryAdapter", "LabelPairAdapter")
+_classes: dict[str, Any] = {}
+
+
+def _build_classes() -> dict[str, Any]:
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, timestamp_pb2
+
+    _F = descriptor_pb2.FieldDescriptorProto  # noqa: N806
     fd = descriptor_pb2.FileDescriptorProto(name="loglake_push.proto", package="logproto", syntax="proto3")
     fd.dependency.append("google/protobuf/timestamp.proto")
     opt, rep = _F.LABEL_OPTIONAL, _F.LABEL_REPEATED
@@ -56,10 +59,16 @@ def _build_classes() -> tuple[Any, Any, Any, Any]:
     pool.Add(ts_fd)
     pool.Add(fd)
     get = message_factory.GetMessageClass
-    return tuple(get(pool.FindMessageTypeByName(f"logproto.{n}")) for n in schema)  # type: ignore[return-value]
+    return {n: get(pool.FindMessageTypeByName(f"logproto.{n}")) for n in schema}
 
 
-PushRequest, StreamAdapter, EntryAdapter, LabelPairAdapter = _build_classes()
+def __getattr__(name: str) -> Any:
+    """Build the protobuf message classes (PushRequest, ...) on first use."""
+    if name not in _MESSAGES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if not _classes:
+        _classes.update(_build_classes())
+    return _classes[name]
 
 
 def labels_text(labels: Labels) -> str:
@@ -181,6 +190,6 @@ def encode_push(streams: Iterable[tuple[Labels, Iterable[Entry]]]) -> bytes:
 
 def parse_push_request(data: bytes) -> Any:
     """Parse serialized PushRequest bytes into a protobuf message (text fields are bytes)."""
-    request = PushRequest()
+    request = __getattr__("PushRequest")()
     request.ParseFromString(data)
     return request
