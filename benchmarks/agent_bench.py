@@ -59,6 +59,30 @@ def proc_figures(pid: int) -> tuple[float, int]:
     return cpu, hwm
 
 
+def start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `loglake serve` on a free port with its data in tmp, its ingestion limit raised; return it and its URL."""
+    port = free_port()
+    cfg = tmp / "server.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"http_listen_address": "127.0.0.1", "http_listen_port": port},
+                "common": {"path_prefix": str(tmp / "data")},
+                # The default 4 MB/s per tenant would measure the server's limit, not the client.
+                "limits_config": {"ingestion_rate_mb": 1000, "ingestion_burst_size_mb": 1000},
+            }
+        )
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loglake", "serve", "--config", str(cfg)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url + "/ready", proc)
+    return proc, url
+
+
 def sent(agent_url: str) -> float:
     """Return the entries the agent reports sent."""
     text = httpx.get(agent_url + "/metrics", timeout=5).text
@@ -75,24 +99,15 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="loglake-agent-bench-"))
     logs = tmp / "logs"
     logs.mkdir()
-    server_port, agent_port = free_port(), free_port()
-    server_cfg = tmp / "server.yaml"
-    server_cfg.write_text(
-        yaml.safe_dump(
-            {
-                "server": {"http_listen_address": "127.0.0.1", "http_listen_port": server_port},
-                "common": {"path_prefix": str(tmp / "data")},
-                "limits_config": {"ingestion_rate_mb": 1000, "ingestion_burst_size_mb": 1000},
-            }
-        )
-    )
+    agent_port = free_port()
+    server, server_url = start_server(tmp)
     agent_cfg = tmp / "agent.yaml"
     agent_cfg.write_text(
         yaml.safe_dump(
             {
                 "server": {"http_listen_address": "127.0.0.1", "http_listen_port": agent_port},
                 "positions": {"filename": str(tmp / "positions.yaml")},
-                "clients": [{"url": f"http://127.0.0.1:{server_port}/loki/api/v1/push"}],
+                "clients": [{"url": f"{server_url}/loki/api/v1/push"}],
                 "target_config": {"sync_period": "1s"},
                 "scrape_configs": [
                     {
@@ -103,18 +118,12 @@ def main() -> int:
             }
         )
     )
-    server = subprocess.Popen(
-        [sys.executable, "-m", "loglake", "serve", "--config", str(server_cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     agent = subprocess.Popen(
         [sys.executable, "-m", "loglake", "agent", "--config", str(agent_cfg)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{server_port}/ready", server)
         wait_ready(f"http://127.0.0.1:{agent_port}/ready", agent)
         for i in range(args.files):
             (logs / f"app{i}.log").touch()
@@ -148,7 +157,7 @@ def main() -> int:
         t_done = time.monotonic()
         cpu1, hwm = proc_figures(agent.pid)
         q = httpx.get(
-            f"http://127.0.0.1:{server_port}/loki/api/v1/query",
+            f"{server_url}/loki/api/v1/query",
             params={"query": 'sum(count_over_time({job="bench"}[1h]))'},
             timeout=60,
         ).json()

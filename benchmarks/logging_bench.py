@@ -13,16 +13,13 @@ import gc
 import io
 import json
 import logging
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import yaml
-from agent_bench import free_port, wait_ready
+from agent_bench import free_port, start_server
 from opentelemetry.sdk.trace import TracerProvider
 
 from loglake.logging import JSONFormatter, LokiHandler, RedactingFilter, TraceContextFilter, bind_context
@@ -124,30 +121,6 @@ def formatter_costs(n: int) -> dict[str, float]:
         secret_args = ("ana@example.com", "hunter2")
         out["+ redaction, message with 3 secrets"] = min(per_call(logger, n, secret, secret_args)[0] for _ in range(3))
     return out
-
-
-def start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start `loglake serve` on a free port with its data in tmp."""
-    port = free_port()
-    cfg = tmp / "server.yaml"
-    cfg.write_text(
-        yaml.safe_dump(
-            {
-                "server": {"http_listen_address": "127.0.0.1", "http_listen_port": port},
-                "common": {"path_prefix": str(tmp / "data")},
-                # The default 4 MB/s per tenant would measure the server's limit, not the handler.
-                "limits_config": {"ingestion_rate_mb": 1000, "ingestion_burst_size_mb": 1000},
-            }
-        )
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "loglake", "serve", "--config", str(cfg)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(url + "/ready", proc)
-    return proc, url
 
 
 def handler_up(url: str, n: int) -> dict[str, float]:
