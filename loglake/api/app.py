@@ -15,7 +15,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from loglake import __version__
 from loglake.api import params as qparams
@@ -72,8 +72,9 @@ class LoglakeApp:
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
 
-    def _routes(self) -> list[Route]:
+    def _routes(self) -> list[BaseRoute]:
         from loglake.api.explore import explore_routes
+        from loglake.ui import ui_routes
 
         h = self.handler
         return [
@@ -98,6 +99,7 @@ class LoglakeApp:
             Route("/config", h(self.show_config, "config"), methods=["GET"]),
             Route("/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
             Route("/ingester/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
+            *ui_routes(),
         ]
 
     def handler(
