@@ -220,6 +220,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-wait", type=_duration_arg, default=parse_duration("1s"), help="longest a line waits (default 1s)"
     )
     p.set_defaults(func=_cmd_push)
+
+    p = sub.add_parser(
+        "tail",
+        parents=[client, _output_options()],
+        help="follow new log lines live",
+        description="Print the last lines of a log query, then every new line as it arrives (logcli query --tail).",
+    )
+    p.add_argument("query", help='LogQL log query, e.g. \'{app="api"} |= "error"\'')
+    p.add_argument("--limit", type=_count_arg(1), default=30, help="most past lines to print first (default 30)")
+    p.add_argument(
+        "--since", type=_duration_arg, default=parse_duration("1h"), help="look back this long for them (default 1h)"
+    )
+    p.add_argument("--from", dest="start", type=_time_arg, help="look back to this time instead")
+    p.add_argument(
+        "--delay-for", type=_count_arg(0), default=0, help="seconds to hold lines so late ones come in order (max 5)"
+    )
+    p.set_defaults(func=_cmd_tail)
     return parser
 
 
@@ -426,6 +443,40 @@ def _cmd_push(args: argparse.Namespace) -> int:
             push_lines(pusher, lines, max_wait=args.batch_wait / 1e9)
         except LokiError as exc:
             raise LokiError(exc.status, f"push failed after {pusher.pushed} lines: {exc.message}", exc.url) from None
+    return EXIT_OK
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    import signal
+
+    from loglake.client.tail import auth_headers, tail
+
+    start = args.start if args.start is not None else now_ns() - args.since
+    args.include_common_labels = True  # each message stands alone: print every label, as logcli's tail does
+    printer = _printer(args)
+    headers = auth_headers(args.org_id, args.username, args.password, args.bearer_token)
+    # SIGTERM ends the tail like Ctrl+C: the websocket is closed normally and the exit status is 0.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    messages = tail(
+        args.addr,
+        args.query,
+        limit=args.limit,
+        start=start,
+        delay_for=args.delay_for,
+        headers=headers,
+        timeout=min(args.timeout, 30.0),
+        on_connect=None if args.quiet else lambda url: print(url, file=sys.stderr, flush=True),
+    )
+    try:
+        for message in messages:
+            printer.print_entries(message.entries)
+            sys.stdout.flush()
+            if message.dropped:
+                print("Server dropped following entries due to slow client", file=sys.stderr)
+                for ts, labels in message.dropped:
+                    print(ts, format_label_set(labels), file=sys.stderr)
+    except KeyboardInterrupt:
+        messages.close()
     return EXIT_OK
 
 

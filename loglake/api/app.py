@@ -13,13 +13,14 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from loglake import __version__
 from loglake.api import params as qparams
 from loglake.api.metrics import ServerMetrics, StateSource
+from loglake.api.tail import TailEndpoint
 from loglake.config import Config, config_to_dict
 from loglake.ingest.decode import PushDecodeError, decode_push
 from loglake.ingest.validate import ValidationResult, Validator
@@ -68,6 +69,9 @@ class LoglakeApp:
         self.engine = QueryEngine(store, config.limits_config)
         self.ready = False
         self.max_body = config.distributor.max_recv_msg_size
+        self.tail = TailEndpoint(self)
+        # Live tail sees each batch once it is durable and deduplicated, on the ingest thread.
+        store.events.on_appended = self.tail.hub.publish
         self.app = Starlette(routes=self._routes())
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
@@ -99,6 +103,7 @@ class LoglakeApp:
             Route("/config", h(self.show_config, "config"), methods=["GET"]),
             Route("/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
             Route("/ingester/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
+            *self.tail.routes(),
             *ui_routes(),
         ]
 
@@ -127,7 +132,7 @@ class LoglakeApp:
 
         return endpoint
 
-    def tenant(self, request: Request) -> str:
+    def tenant(self, request: HTTPConnection) -> str:
         """Return the request's tenant: `X-Scope-OrgID` when auth is on, else Loki's `fake`."""
         if not self.config.auth_enabled:
             return DEFAULT_TENANT
