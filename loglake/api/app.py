@@ -38,6 +38,23 @@ REQUEST_BODY_TOO_LARGE = "request_body_too_large"
 END_BEFORE_START = "end timestamp must not be before or equal to start time"
 
 
+ENCODING_FLAGS_HEADER = "x-loki-response-encoding-flags"
+CATEGORIZE_LABELS = "categorize-labels"
+
+
+def encoding_flags(request: HTTPConnection) -> list[str]:
+    """Return the response encoding flags a client asked for (Grafana sends categorize-labels), in order, once each."""
+    raw = request.headers.get(ENCODING_FLAGS_HEADER, "")
+    return list(dict.fromkeys(f for f in raw.split(",") if f)) if raw else []
+
+
+def _with_flags(data: dict[str, Any], flags: list[str]) -> dict[str, Any]:
+    """Echo the encoding flags in the answer's data, after resultType, as Loki does when any were asked for."""
+    if not flags:
+        return data
+    return {"resultType": data["resultType"], "encodingFlags": flags, **data}
+
+
 class ApiError(Exception):
     """An answer other than success: HTTP status and the text a person reads."""
 
@@ -244,10 +261,20 @@ class LoglakeApp:
         tenant = self.tenant(request)
         p = await self.form(request)
         r = _range_query(p)
+        flags = encoding_flags(request)
         data = await run_in_threadpool(
-            self.engine.query_range, tenant, r.query, r.start, r.end, r.step, r.interval, r.limit, r.direction
+            self.engine.query_range,
+            tenant,
+            r.query,
+            r.start,
+            r.end,
+            r.step,
+            r.interval,
+            r.limit,
+            r.direction,
+            CATEGORIZE_LABELS in flags,
         )
-        return success(data)
+        return success(_with_flags(data, flags))
 
     async def query(self, request: Request) -> Response:
         """Run an instant (metric) query."""
@@ -257,7 +284,7 @@ class LoglakeApp:
         limit = qparams.parse_limit(p.get("limit"))
         direction = qparams.parse_direction(p.get("direction"))
         data = await run_in_threadpool(self.engine.query_instant, tenant, p.get("query", ""), at, limit, direction)
-        return success(data)
+        return success(_with_flags(data, encoding_flags(request)))
 
     async def labels(self, request: Request) -> Response:
         """List label names (of streams matching `query`, if given) in the time range."""

@@ -70,15 +70,28 @@ class QueryEngine:
     # ---- entry points -----------------------------------------------------------------------------------------
 
     def query_range(
-        self, tenant: str, query: str, start: int, end: int, step: int, interval: int, limit: int, direction: str
+        self,
+        tenant: str,
+        query: str,
+        start: int,
+        end: int,
+        step: int,
+        interval: int,
+        limit: int,
+        direction: str,
+        categorize: bool = False,
     ) -> dict[str, Any]:
-        """Answer `/loki/api/v1/query_range`: streams for a log query, a matrix for a metric query."""
+        """Answer `/loki/api/v1/query_range`: streams for a log query, a matrix for a metric query.
+
+        With `categorize` (Loki's categorize-labels encoding flag) a stream holds only stream labels and each entry
+        carries its structured metadata and parsed labels as a third element.
+        """
         parsed = qp.parse(query)
         self._check_length(start, end)
         if isinstance(parsed, qp.LogQuery):
             self._check_limit(limit)
             stats = self._stats()
-            result = self._log_query(tenant, parsed, start, end, limit, direction, stats)
+            result = self._log_query(tenant, parsed, start, end, limit, direction, stats, categorize)
             return {"resultType": "streams", "result": result, "stats": stats.to_json()}
         if step <= 0:
             raise QueryError(
@@ -344,7 +357,15 @@ class QueryEngine:
         return frame
 
     def _log_query(
-        self, tenant: str, q: qp.LogQuery, start: int, end: int, limit: int, direction: str, stats: QueryStats
+        self,
+        tenant: str,
+        q: qp.LogQuery,
+        start: int,
+        end: int,
+        limit: int,
+        direction: str,
+        stats: QueryStats,
+        categorize: bool = False,
     ) -> list[dict[str, Any]]:
         """Return the first `limit` entries in `direction`, reading pieces newest-first (or oldest-first) and
         stopping once no remaining piece can hold a better entry."""
@@ -402,6 +423,7 @@ class QueryEngine:
         rows_in = picked.column("row").to_numpy()
         series = np.empty(picked.num_rows, dtype=np.int64)
         lines: list[Any] = [None] * picked.num_rows
+        categories: list[Any] = [None] * picked.num_rows if categorize else []
         for f in np.unique(which).tolist():
             at = np.flatnonzero(which == f)
             if light:
@@ -409,9 +431,15 @@ class QueryEngine:
                 sub = Frame(full.take(pa.array(rows_in[at])), streams)
             else:
                 sub = frames[f].take(rows_in[at])
-            series[at] = registry.targets(sub)
+            if categorize:
+                for i, labels in zip(at.tolist(), sub.categorized_labels(), strict=True):
+                    categories[i] = labels
+            else:
+                series[at] = registry.targets(sub)
             for i, line in zip(at.tolist(), sub.line.to_pylist() if sub.line is not None else [], strict=False):
                 lines[i] = line
+        if categorize:
+            return _categorized_streams(picked.column("ts").to_pylist(), lines, categories)
         out = pa.table({"series": series, "ts": picked.column("ts"), "line": pa.array(lines, pa.string())})
         return _streams(out, registry.labels)
 
@@ -741,6 +769,22 @@ def _streams(rows: pa.Table, labels: list[dict[str, str]]) -> list[dict[str, Any
     out = [{"stream": dict(sorted(labels[s].items())), "values": v} for s, v in groups.items()]
     out.sort(key=lambda st: list(st["stream"].items()))
     return out
+
+
+def _categorized_streams(
+    tss: list[int], lines: list[str | None], categories: list[tuple[dict[str, str], dict[str, str], dict[str, str]]]
+) -> list[dict[str, Any]]:
+    """Group picked entries by stream labels only; each value carries its structured metadata and parsed labels."""
+    groups: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
+    for ts, line, (stream, meta, parsed) in zip(tss, lines, categories, strict=True):
+        key = tuple(sorted(stream.items()))
+        extra: dict[str, dict[str, str]] = {}
+        if meta:
+            extra["structuredMetadata"] = dict(sorted(meta.items()))
+        if parsed:
+            extra["parsed"] = dict(sorted(parsed.items()))
+        groups.setdefault(key, []).append([str(ts), line if line is not None else "", extra])
+    return [{"stream": dict(key), "values": values} for key, values in sorted(groups.items())]
 
 
 class _Registry:

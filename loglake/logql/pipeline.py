@@ -346,6 +346,28 @@ class Frame:
                 out.pop(name, None)
         return out
 
+    def categorized_labels(self) -> list[tuple[dict[str, str], dict[str, str], dict[str, str]]]:
+        """Every row's labels split as Loki's categorize-labels encoding: (stream, structured metadata, parsed)."""
+        meta = {k: col.to_pylist() for k, col in self.meta.items()}
+        parsed = {k: col.to_pylist() for k, col in self.parsed.items()}
+        if self.err is not None:
+            parsed[ERROR] = self.err.to_pylist()
+        if self.err_details is not None:
+            parsed[ERROR_DETAILS] = self.err_details.to_pylist()
+        deleted = {k: v for k, v in self.base_del.items() if v.any()}
+        out = []
+        for row in range(self.n):
+            p = {k: vs[row] for k, vs in parsed.items() if vs[row] is not None}
+            m = {k: vs[row] for k, vs in meta.items() if vs[row] is not None and k not in p}
+            # As Loki's categorizing iterator: a name that is metadata or parsed on this row is not a stream label.
+            stream = {
+                k: v
+                for k, v in self.streams[int(self.sid[row])]
+                if k not in m and k not in p and not (k in deleted and deleted[k][row])
+            }
+            out.append((stream, m, p))
+        return out
+
     def get_one(self, name: str, row: int) -> str | None:
         """The value of one label on one row (None when missing)."""
         layers = [self.parsed]

@@ -8,14 +8,14 @@ export class ApiError extends Error {
   }
 }
 
-async function get(path, params, signal) {
+async function get(path, params, signal, headers = {}) {
   const qs = new URLSearchParams();
   for (const [k, v] of Object.entries(params || {})) {
     if (Array.isArray(v)) v.forEach((x) => qs.append(k, x));
     else if (v !== undefined && v !== null && v !== "") qs.set(k, String(v));
   }
   const url = qs.toString() ? `${path}?${qs}` : path;
-  const resp = await fetch(url, { signal, headers: { Accept: "application/json" } });
+  const resp = await fetch(url, { signal, headers: { Accept: "application/json", ...headers } });
   if (!resp.ok) {
     const text = (await resp.text()).trim();
     throw new ApiError(resp.status, text || `${resp.status} ${resp.statusText}`);
@@ -23,9 +23,13 @@ async function get(path, params, signal) {
   return resp.json();
 }
 
-/** Run a range query; returns Loki's `data` ({resultType, result}). */
+// Asks for Loki's categorize-labels encoding: streams hold only stream labels and each entry carries its
+// structured metadata and parsed labels, so the details view need not guess which label is which.
+const CATEGORIZE = { "X-Loki-Response-Encoding-Flags": "categorize-labels" };
+
+/** Run a range query; returns Loki's `data` ({resultType, result}), log entries categorized. */
 export async function queryRange({ query, start, end, limit, direction, step }, signal) {
-  const body = await get("/loki/api/v1/query_range", { query, start, end, limit, direction, step }, signal);
+  const body = await get("/loki/api/v1/query_range", { query, start, end, limit, direction, step }, signal, CATEGORIZE);
   return body.data;
 }
 

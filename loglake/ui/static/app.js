@@ -175,7 +175,18 @@ async function runQuery() {
 
 function entriesOf(result) {
   const entries = [];
-  for (const s of result) for (const [ts, line] of s.values) entries.push({ ts, line, labels: s.stream });
+  for (const s of result) {
+    for (const [ts, line, cat] of s.values) {
+      if (!cat) {
+        entries.push({ ts, line, labels: s.stream });
+        continue;
+      }
+      const metadata = cat.structuredMetadata || {};
+      const parsed = cat.parsed || {};
+      const labels = { ...s.stream, ...metadata, ...parsed };
+      entries.push({ ts, line, labels, categories: { stream: s.stream, metadata, parsed } });
+    }
+  }
   return entries;
 }
 

@@ -19,8 +19,8 @@ function el(tag, attrs = {}, ...children) {
  * onTrace(value), loadContext(entry, streamLabels) -> Promise<{before, after}> of {ts, line}.
  */
 export function renderDetails(entry, ctx) {
-  const streamLabels = ctx.streamLabels(entry);
-  const groups = groupFields(entry.labels, entry.line, streamLabels);
+  const streamLabels = entry.categories ? entry.categories.stream : ctx.streamLabels(entry);
+  const groups = groupFields(entry.labels, entry.line, streamLabels, entry.categories);
   const region = el("div", { role: "region", "aria-label": "Line details", class: "details" });
   region.append(el("pre", { class: "full-line", text: entry.line }));
 

@@ -48,10 +48,18 @@ export function parseLine(line) {
 
 /**
  * Split an entry's labels into stream labels, structured metadata and parsed fields.
+ * `categories` ({stream, metadata, parsed}) comes from the server (categorize-labels) when it could say; else
  * `streamLabels` is the stream's indexed label set (from /series) or null when unknown.
  */
-export function groupFields(labels, line, streamLabels) {
+export function groupFields(labels, line, streamLabels, categories) {
   const parsed = parseLine(line);
+  if (categories) {
+    const fields = { ...parsed.fields };
+    for (const [k, v] of Object.entries(categories.parsed)) {
+      if (k !== "__error__" && k !== "__error_details__") fields[k] = v;
+    }
+    return { stream: { ...categories.stream }, metadata: { ...categories.metadata }, fields, format: parsed.format };
+  }
   const stream = {};
   const metadata = {};
   const fields = { ...parsed.fields };
