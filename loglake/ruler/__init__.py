@@ -1,0 +1,1 @@
+"""The ruler: LogQL alerting and recording rules, their storage, evaluation and notifications."""
