@@ -79,7 +79,8 @@ def labels_text(labels: Labels) -> str:
     return "{" + ", ".join(f"{k}={quote(v)}" for k, v in items) + "}"
 
 
-def _varint_slow(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """Return a protobuf varint; negative int64 values take ten bytes (two's complement)."""
     value &= 0xFFFF_FFFF_FFFF_FFFF
     out = bytearray()
     while value > 0x7F:
@@ -89,7 +90,7 @@ def _varint_slow(value: int) -> bytes:
     return bytes(out)
 
 
-_VARINTS = [_varint_slow(i) for i in range(1 << 14)]  # one or two bytes: every line length under 16 KiB
+_VARINTS = [varint(i) for i in range(1 << 14)]  # one or two bytes: every line length under 16 KiB
 
 
 def _varint(value: int) -> bytes:
@@ -112,7 +113,7 @@ def _varint(value: int) -> bytes:
                 value >> 28,
             )
         )
-    return _varint_slow(value)
+    return varint(value)
 
 
 _SMALL_VARINTS = _VARINTS[:128]
