@@ -237,7 +237,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--delay-for", type=_count_arg(0), default=0, help="seconds to hold lines so late ones come in order (max 5)"
     )
     p.set_defaults(func=_cmd_tail)
+    _add_rules_parser(sub, client)
     return parser
+
+
+def _add_rules_parser(sub: Any, client: argparse.ArgumentParser) -> None:
+    """Add `loglake rules check|list|get|set|delete`."""
+    p = sub.add_parser(
+        "rules",
+        help="check rule files, or manage a server's alerting and recording rules",
+        description="Check Loki/Prometheus rule files, or list, get, set and delete rule groups through the "
+        "rules API of a server (Loki's /loki/api/v1/rules).",
+    )
+    rules = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    c = rules.add_parser(
+        "check",
+        help="check rule files: schema, LogQL and templates",
+        description="Check rule files (`groups:` of alerting and recording rules); exit 1 naming every problem.",
+    )
+    c.add_argument("files", nargs="+", metavar="FILE", help="rule file; - reads standard input")
+    c.set_defaults(func=_cmd_rules_check)
+    c = rules.add_parser("list", parents=[client], help="list the rule groups of every namespace (or one)")
+    c.add_argument("namespace", nargs="?", help="only this namespace")
+    c.set_defaults(func=_cmd_rules_list)
+    c = rules.add_parser("get", parents=[client], help="print a namespace's rule groups, or one group, as YAML")
+    c.add_argument("namespace")
+    c.add_argument("group", nargs="?", help="only this group")
+    c.set_defaults(func=_cmd_rules_get)
+    c = rules.add_parser(
+        "set",
+        parents=[client],
+        help="create or replace rule groups from a file",
+        description="Store every group of FILE (a rule file with `groups:`, or one group) in NAMESPACE, replacing "
+        "groups of the same name. The file is checked first; nothing is sent if it has a problem.",
+    )
+    c.add_argument("namespace")
+    c.add_argument("file", metavar="FILE", help="rule file; - reads standard input")
+    c.set_defaults(func=_cmd_rules_set)
+    c = rules.add_parser("delete", parents=[client], help="delete a rule group, or a whole namespace")
+    c.add_argument("namespace")
+    c.add_argument("group", nargs="?", help="only this group (default: every group of the namespace)")
+    c.set_defaults(func=_cmd_rules_delete)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -480,8 +520,125 @@ def _cmd_tail(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _read_text(path: str) -> str:
+    if path == "-":
+        return sys.stdin.read()
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+def _cmd_rules_check(args: argparse.Namespace) -> int:
+    from loglake.ruler.rules import RuleError, parse_rule_file
+
+    failed = False
+    for path in args.files:
+        name = "<stdin>" if path == "-" else path
+        try:
+            groups = parse_rule_file(_read_text(path), source=name)
+        except OSError as exc:
+            print(f"{name}: cannot read: {exc.strerror or exc}", file=sys.stderr)
+            failed = True
+        except UnicodeDecodeError:
+            print(f"{name}: not UTF-8 text", file=sys.stderr)
+            failed = True
+        except RuleError as exc:
+            print(str(exc), file=sys.stderr)
+            failed = True
+        else:
+            n_rules = sum(len(g.rules) for g in groups)
+            print(f"{name}: {_count(len(groups), 'group')}, {_count(n_rules, 'rule')} OK")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _rules_client(args: argparse.Namespace) -> Any:
+    from loglake.client.rules import RulesClient
+
+    return RulesClient(
+        args.addr,
+        org_id=args.org_id,
+        username=args.username,
+        password=args.password,
+        bearer_token=args.bearer_token,
+        timeout=args.timeout,
+        on_request=None if args.quiet else lambda url: print(url, file=sys.stderr),
+    )
+
+
+def _dump_yaml(data: Any) -> None:
+    sys.stdout.write(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=1 << 16))
+
+
+def _cmd_rules_list(args: argparse.Namespace) -> int:
+    with _rules_client(args) as client:
+        namespaces = client.list_rules(args.namespace)
+    rows = [(ns, str(g.get("name", "")), str(len(g.get("rules") or []))) for ns, gs in namespaces.items() for g in gs]
+    if not rows:
+        print("no rule groups found", file=sys.stderr)
+        return EXIT_OK
+    header = ("NAMESPACE", "GROUP", "RULES")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(2)]
+    for ns, group, count in [header, *sorted(rows)]:
+        print(f"{ns.ljust(widths[0])}  {group.ljust(widths[1])}  {count}")
+    return EXIT_OK
+
+
+def _cmd_rules_get(args: argparse.Namespace) -> int:
+    with _rules_client(args) as client:
+        if args.group is not None:
+            _dump_yaml(client.get_group(args.namespace, args.group))
+        else:
+            namespaces = client.list_rules(args.namespace)
+            if not namespaces:
+                raise LokiError(404, f"namespace {args.namespace!r} has no rule groups")
+            _dump_yaml(namespaces)
+    return EXIT_OK
+
+
+def _cmd_rules_set(args: argparse.Namespace) -> int:
+    from loglake.ruler.rules import RuleError, parse_rule_file, parse_rule_group
+
+    name = "<stdin>" if args.file == "-" else args.file
+    try:
+        text = _read_text(args.file)
+        raw = yaml.safe_load(text)
+        if isinstance(raw, dict) and "groups" in raw:
+            parse_rule_file(text, source=name)
+            bodies = [yaml.safe_dump(g, sort_keys=False, allow_unicode=True) for g in raw["groups"] or []]
+        else:
+            parse_rule_group(text)
+            bodies = [text]
+    except OSError as exc:
+        raise UsageError(f"{name}: cannot read: {exc.strerror or exc}") from None
+    except (RuleError, yaml.YAMLError) as exc:
+        message = str(exc) if isinstance(exc, RuleError) else f"not valid YAML: {exc}"
+        print(f"loglake rules set: {name}: {message}" if not message.startswith(name) else message, file=sys.stderr)
+        return EXIT_FAILED
+    with _rules_client(args) as client:
+        for body in bodies:
+            group = (yaml.safe_load(body) or {}).get("name", "")
+            client.set_group(args.namespace, body)
+            print(f"set rule group {group!r} in namespace {args.namespace!r}")
+    return EXIT_OK
+
+
+def _cmd_rules_delete(args: argparse.Namespace) -> int:
+    with _rules_client(args) as client:
+        if args.group is not None:
+            client.delete_group(args.namespace, args.group)
+            print(f"deleted rule group {args.group!r} from namespace {args.namespace!r}")
+        else:
+            client.delete_namespace(args.namespace)
+            print(f"deleted namespace {args.namespace!r}")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Entry point.
+
+
+def _command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, "rules_command", None)
+    return f"{args.command} {sub}" if sub else str(args.command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -491,9 +648,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ConfigError, LokiError, BatchTooSmallError) as exc:
-        print(f"loglake {args.command}: {exc}", file=sys.stderr)
+        print(f"loglake {_command_name(args)}: {exc}", file=sys.stderr)
     except UsageError as exc:
-        print(f"loglake {args.command}: error: {exc}", file=sys.stderr)
+        print(f"loglake {_command_name(args)}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
@@ -503,3 +660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     return EXIT_FAILED
+
+
+def _count(n: int, noun: str) -> str:
+    """Return e.g. `1 group` or `2 groups`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"

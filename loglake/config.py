@@ -336,6 +336,96 @@ class CompactorConfig:
 
 
 @dataclass
+class RulerLocalStorageConfig:
+    """Rules kept on local disk, one file per namespace: `<directory>/<tenant>/<namespace>.yaml`."""
+
+    directory: str = _setting("", "Directory of rule files (empty: <path_prefix>/rules).")
+
+
+@dataclass
+class RulerStorageConfig:
+    """Where the ruler keeps rule groups."""
+
+    type: str = _setting("local", "Rule storage backend; loglake keeps rules on local disk only.", choices=("local",))
+    local: RulerLocalStorageConfig = field(
+        default_factory=RulerLocalStorageConfig,
+        metadata=_block_meta(RulerLocalStorageConfig, "Rules in a local directory."),
+    )
+
+
+@dataclass
+class RulerRemoteWriteClientConfig:
+    """One Prometheus remote-write endpoint (Loki 2's single `client` form)."""
+
+    url: str = _setting("", "URL of the remote-write endpoint, e.g. http://prometheus:9090/api/v1/write.")
+
+
+@dataclass
+class RulerRemoteWriteConfig:
+    """Where recording rules send their samples: Prometheus remote-write (protobuf + snappy)."""
+
+    enabled: bool = _setting(False, "Send recording rules' samples to remote write.")
+    client: RulerRemoteWriteClientConfig = field(
+        default_factory=RulerRemoteWriteClientConfig,
+        metadata=_block_meta(RulerRemoteWriteClientConfig, "One endpoint (Loki 2's form; Loki 3 uses clients)."),
+    )
+    clients: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={
+            "kind": "remote_write_clients",
+            "help": "Endpoints by id, each a Prometheus remote_write block with at least url (Loki 3's form).",
+        },
+    )
+
+
+@dataclass
+class RulerConfig:
+    """The ruler: LogQL alerting and recording rules, evaluated on an interval, notifying Alertmanager."""
+
+    external_url: str = _setting("", "Base URL of loglake's UI in notification links (empty: the listen address).")
+    external_labels: dict[str, str] = field(
+        default_factory=dict, metadata={"kind": "str_map", "help": "Labels added to every alert and recorded sample."}
+    )
+    evaluation_interval: int = _duration(
+        "1m", "How often rule groups without their own interval are evaluated.", go=True
+    )
+    storage: RulerStorageConfig = field(
+        default_factory=RulerStorageConfig, metadata=_block_meta(RulerStorageConfig, "Where rule groups are kept.")
+    )
+    alertmanager_url: list[str] = field(
+        default_factory=list,
+        metadata={"kind": "str_list", "help": "Alertmanager base URLs (a list, or comma-separated as in Loki)."},
+    )
+    resend_delay: int = _duration("1m", "Least time between two sends of a firing alert to Alertmanager.", go=True)
+    enable_api: bool = _setting(True, "Serve the rules API (/loki/api/v1/rules, /prometheus/api/v1/rules, ...).")
+    remote_write: RulerRemoteWriteConfig = field(
+        default_factory=RulerRemoteWriteConfig,
+        metadata=_block_meta(RulerRemoteWriteConfig, "Remote write for recording rules."),
+    )
+    webhook_url: list[str] = field(
+        default_factory=list,
+        metadata={"kind": "str_list", "help": "loglake's own: URLs that receive each alert as generic JSON."},
+    )
+    slack_webhook_url: list[str] = field(
+        default_factory=list,
+        metadata={"kind": "str_list", "help": "loglake's own: Slack incoming-webhook URLs that receive each alert."},
+    )
+
+
+@dataclass
+class RulerStorageBackendConfig:
+    """Loki's newer top-level rule storage block; used when `ruler.storage.local.directory` is empty."""
+
+    backend: str = _setting(
+        "local", "Rule storage backend; loglake keeps rules on local disk only.", choices=("local",)
+    )
+    local: RulerLocalStorageConfig = field(
+        default_factory=RulerLocalStorageConfig,
+        metadata=_block_meta(RulerLocalStorageConfig, "Rules in a local directory."),
+    )
+
+
+@dataclass
 class Config:
     """The whole configuration of a loglake server."""
 
@@ -355,6 +445,13 @@ class Config:
     )
     compactor: CompactorConfig = field(
         default_factory=CompactorConfig, metadata=_block_meta(CompactorConfig, "Merging small blocks.")
+    )
+    ruler: RulerConfig = field(
+        default_factory=RulerConfig, metadata=_block_meta(RulerConfig, "Alerting and recording rules.")
+    )
+    ruler_storage: RulerStorageBackendConfig = field(
+        default_factory=RulerStorageBackendConfig,
+        metadata=_block_meta(RulerStorageBackendConfig, "Rule storage, Loki's newer form of ruler.storage."),
     )
 
 
@@ -449,6 +546,19 @@ LOKI_KEYS: dict[str, frozenset[str]] = {
         "default_policy_stream_mappings kafka_writes_enabled ingester_writes_enabled ingest_limits_enabled "
         "ingest_limits_dry_run_enabled dataobj_tee "
     ),
+    "ruler": _keys(
+        "external_url datasource_uid external_labels ruler_client evaluation_interval poll_interval storage "
+        "rule_path alertmanager_url enable_alertmanager_discovery alertmanager_refresh_interval "
+        "enable_alertmanager_v2 alert_relabel_configs notification_queue_capacity notification_timeout "
+        "alertmanager_client for_outage_tolerance for_grace_period resend_delay enable_sharding sharding_strategy "
+        "sharding_algo search_pending_for ring flush_period enable_api enabled_tenants disabled_tenants "
+        "query_stats_enabled disable_rule_group_label wal wal_cleaner remote_write evaluation "
+    ),
+    "ruler.storage": _keys("type azure alibabacloud gcs s3 bos swift cos local "),
+    "ruler.storage.local": _keys("directory "),
+    "ruler.remote_write": _keys("clients enabled config_refresh_period add_org_id_header "),
+    "ruler_storage": _keys("backend local s3 gcs azure swift filesystem alibabacloud bos cos storage_prefix "),
+    "ruler_storage.local": _keys("directory "),
     "compactor": _keys(
         "working_directory compaction_interval apply_retention_interval retention_enabled retention_delete_delay "
         "retention_delete_worker_count retention_table_timeout retention_backoff_config delete_request_store "
@@ -492,6 +602,15 @@ def _read_value(f: dataclasses.Field[Any], value: object) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected a list of strings, got {_type_name(value)}")
         return list(value)
+    if kind == "str_map":
+        if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, (str, int, float)) and not isinstance(v, bool)
+            for k, v in value.items()
+        ):
+            raise ValueError(f"expected a mapping of names to text values, got {_type_name(value)}")
+        return {k: str(v) for k, v in value.items()}
+    if kind == "remote_write_clients":
+        return _read_remote_write_clients(value)
     if kind == "str":
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise ValueError(f"expected a string, got {_type_name(value)}")
@@ -513,6 +632,21 @@ def _read_value(f: dataclasses.Field[Any], value: object) -> Any:
         allowed = f"0 to {maximum}" if maximum is not None else "0 or more"
         raise ValueError(f"expected a number from {allowed}, got {value!r}")
     return number
+
+
+def _read_remote_write_clients(value: object) -> dict[str, dict[str, Any]]:
+    """Return Loki 3's `remote_write.clients`: id -> a Prometheus remote_write block, each with a `url`."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of client ids to remote_write blocks, got {_type_name(value)}")
+    out: dict[str, dict[str, Any]] = {}
+    for client_id, block in value.items():
+        if not isinstance(block, dict):
+            raise ValueError(f"client {client_id!r}: expected a mapping with url, got {_type_name(block)}")
+        url = block.get("url")
+        if not isinstance(url, str) or not url:
+            raise ValueError(f"client {client_id!r}: url is required, e.g. http://prometheus:9090/api/v1/write")
+        out[str(client_id)] = dict(block)
+    return out
 
 
 class _Problems:
@@ -630,6 +764,12 @@ def parse_config(
         raise ConfigError(f"{source}: invalid configuration:\n{lines}")
     if not config.ingester.wal.dir:
         config.ingester.wal.dir = str(Path(config.common.path_prefix) / "wal")
+    rw = config.ruler.remote_write
+    if rw.enabled and not rw.clients and not rw.client.url:
+        raise ConfigError(
+            f"{source}: invalid configuration:\n  ruler.remote_write: enabled but no clients are configured; "
+            "set ruler.remote_write.clients.<id>.url (or client.url)"
+        )
     return config
 
 
@@ -661,6 +801,8 @@ _PRINTERS: dict[str, Callable[[dataclasses.Field[Any], Any], Any]] = {
     # Go prints a whole float64 without a fraction ("4", not "4.0").
     "float": lambda f, v: int(v) if float(v).is_integer() else v,
     "str_list": lambda f, v: list(v),
+    "str_map": lambda f, v: dict(v),
+    "remote_write_clients": lambda f, v: {k: dict(c) for k, c in v.items()},
 }
 
 

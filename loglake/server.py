@@ -57,15 +57,17 @@ def build_app(config: Config) -> LoglakeApp:
 
 
 def asgi_app(app: LoglakeApp) -> ASGIApp:
-    """Wrap the application with a lifespan that marks it ready and closes the store on shutdown."""
+    """Wrap the application with a lifespan that marks it ready, runs the ruler and closes the store on shutdown."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: object) -> AsyncIterator[None]:
         app.ready = True
+        await app.ruler.start()
         try:
             yield
         finally:
             app.ready = False
+            await app.ruler.stop()
             log.info("shutting down: flushing the head to blocks")
             app.store.close()
 

@@ -89,12 +89,16 @@ class LoglakeApp:
         self.tail = TailEndpoint(self)
         # Live tail sees each batch once it is durable and deduplicated, on the ingest thread.
         store.events.on_appended = self.tail.hub.publish
+        from loglake.ruler.api import Ruler  # the ruler's modules import this one
+
+        self.ruler = Ruler.from_config(config, self.engine)
         self.app = Starlette(routes=self._routes())
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
 
     def _routes(self) -> list[BaseRoute]:
         from loglake.api.explore import explore_routes
+        from loglake.ruler.api import ruler_routes
         from loglake.ui import ui_routes
 
         h = self.handler
@@ -121,6 +125,7 @@ class LoglakeApp:
             Route("/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
             Route("/ingester/flush", h(self.flush, "flush"), methods=["POST", "GET"]),
             *self.tail.routes(),
+            *ruler_routes(self),
             *ui_routes(),
         ]
 

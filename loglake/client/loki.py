@@ -125,8 +125,8 @@ class LokiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _request(self, method: str, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
-        """Send a request and return the decoded JSON answer (None for an empty body); raise LokiError on failure."""
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> httpx.Response:
+        """Send a request and return the 2xx answer; raise LokiError with the server's message otherwise."""
         clean = {k: v for k, v in (params or {}).items() if v is not None}
         request = self._http.build_request(method, path, params=clean, **kwargs)
         url = str(request.url)
@@ -138,6 +138,12 @@ class LokiClient:
             raise LokiError(0, f"cannot reach {self.addr}: {exc}", url) from None
         if response.status_code // 100 != 2:
             raise LokiError(response.status_code, _error_text(response), url)
+        return response
+
+    def _request(self, method: str, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        """Send a request and return the decoded JSON answer (None for an empty body); raise LokiError on failure."""
+        response = self._send(method, path, params, **kwargs)
+        url = str(response.request.url)
         if not response.content:
             return None
         try:
