@@ -307,3 +307,58 @@ def test_alert_fires_in_alertmanager_reaches_receivers_resolves_and_records_to_p
 
 async def _resolved(alerts: Any) -> bool:
     return all(a["status"]["state"] != "active" for a in await alerts)
+
+
+def test_loglake_serve_runs_the_ruler_configured_with_lokis_names(
+    tmp_path: Path, make_server: Any, alertmanager: Process, prometheus: Process
+) -> None:
+    """The same path through `loglake serve` itself: config keys, the rules API, the built-in evaluation loop."""
+    receivers = Receiver().start()
+    loglake = make_server(
+        {
+            "ruler": {
+                "alertmanager_url": alertmanager.url,
+                "slack_webhook_url": [receivers.url + "/slack"],
+                "webhook_url": [receivers.url + "/webhook"],
+                "external_labels": {"cluster": "serve"},
+                "remote_write": {"enabled": True, "client": {"url": prometheus.url + "/api/v1/write"}},
+            }
+        }
+    )
+    try:
+        with loglake.client() as client:
+            r = client.post(
+                "/loki/api/v1/rules/ai", content=GROUP.encode(), headers={"Content-Type": "application/yaml"}
+            )
+            assert r.status_code == 202, r.text
+            push_errors(client, 8)
+            pushed = time.monotonic()
+
+            def firing_in_alertmanager() -> list[dict[str, Any]]:
+                r = httpx.get(alertmanager.url + "/api/v2/alerts", params={"filter": 'alertname="AIServiceErrors"'})
+                return [a for a in r.json() if a["status"]["state"] == "active"]
+
+            deadline = pushed + 2 * INTERVAL_S + 2  # two intervals, plus the reload of the stored group
+            while not (alerts := firing_in_alertmanager()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert alerts, "the alert is not firing in Alertmanager"
+            assert alerts[0]["labels"]["cluster"] == "serve" and alerts[0]["labels"]["service"] == "chat"
+
+            served = client.get("/prometheus/api/v1/alerts").json()["data"]["alerts"]
+            assert [(a["labels"]["alertname"], a["state"]) for a in served] == [("AIServiceErrors", "firing")]
+            [group] = client.get("/prometheus/api/v1/rules").json()["data"]["groups"]
+            assert (group["name"], group["file"]) == ("ai-errors", "ai")
+            assert [r["health"] for r in group["rules"]] == ["ok", "ok"]
+
+            deadline = time.monotonic() + 4 * INTERVAL_S
+            recorded: list[Any] = []
+            while not recorded and time.monotonic() < deadline:
+                r = httpx.get(prometheus.url + "/api/v1/query", params={"query": f"ai:errors:count{WINDOW}"})
+                recorded = r.json()["data"]["result"]
+                time.sleep(0.2)
+            assert recorded and float(recorded[0]["value"][1]) == 8.0
+
+        paths = {r.path for r in receivers.wait_for(2)}
+        assert paths == {"/slack", "/webhook"}
+    finally:
+        receivers.stop()
