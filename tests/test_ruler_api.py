@@ -425,6 +425,23 @@ def test_evaluated_rules_show_in_prometheus_rules_and_alerts_and_reach_a_webhook
     body = wait_for(webhook_got_it, what="the webhook to receive the alert")
     assert "cluster" in json.dumps(body)  # external labels travel with the alert
 
+    def metric(text: str, name: str) -> float:
+        values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name)]
+        assert values, f"{name} is not in /metrics"
+        return sum(values)
+
+    with server.client() as c:
+
+        def delivered() -> str | None:
+            text = c.get("/metrics").text
+            return text if metric(text, "loki_prometheus_notifications_sent_total") else None
+
+        text = wait_for(delivered, what="the delivery to show in /metrics")
+    assert metric(text, "loki_prometheus_rule_groups") == 1
+    assert metric(text, "loki_prometheus_rule_group_iterations_total") >= 1
+    assert metric(text, "loki_prometheus_notifications_errors_total") == 0
+    assert f'loki_prometheus_notifications_sent_total{{destination="{receiver.url}/hook",kind="webhook"}}' in text
+
 
 def test_alert_state_and_rules_survive_a_restart(make_server, tmp_path: Path):
     server = make_server({"limits_config": {"reject_old_samples": False}, "ruler": {"evaluation_interval": "1s"}})

@@ -90,8 +90,10 @@ class LoglakeApp:
         # Live tail sees each batch once it is durable and deduplicated, on the ingest thread.
         store.events.on_appended = self.tail.hub.publish
         from loglake.ruler.api import Ruler  # the ruler's modules import this one
+        from loglake.ruler.metrics import RulerCollector
 
         self.ruler = Ruler.from_config(config, self.engine)
+        self.metrics.registry.register(RulerCollector(self.ruler.manager))
         self.app = Starlette(routes=self._routes())
 
     # ---- plumbing ---------------------------------------------------------------------------------------------
