@@ -409,3 +409,43 @@ def test_tail_metrics_are_exported(server):
         while "loki_querier_tail_active 1.0" not in httpx.get(server.url + "/metrics").text:
             assert time.monotonic() < deadline
             time.sleep(0.05)
+
+
+def test_categorize_labels_flag_splits_stream_labels_from_metadata_and_parsed_labels(server):
+    """`X-Loki-Response-Encoding-Flags: categorize-labels` (Grafana's proxy sends it) works on tail as on queries."""
+    t = time.time_ns()
+    with server.client() as c:
+        old = [str(t), 'level=warn msg="slow"', {"trace_id": "old"}]
+        assert push_json(c, [stream({"app": "pay"}, [old])]).status_code == 204
+    url = server.url.replace("http://", "ws://") + "/loki/api/v1/tail?" + urlencode({"query": '{app="pay"} | logfmt'})
+    flags = {"X-Loki-Response-Encoding-Flags": "categorize-labels"}
+    with connect(url, additional_headers=flags, proxy=None, open_timeout=10) as ws:
+        history = receive(ws)
+        with server.client() as c:
+            new = [str(t + 1), 'level=error msg="failed"', {"trace_id": "new"}]
+            assert push_json(c, [stream({"app": "pay"}, [new])]).status_code == 204
+        live = receive(ws)
+    stream_labels = {"app": "pay", "service_name": "pay"}
+    assert history == {
+        "streams": [
+            {
+                "stream": stream_labels,
+                "values": [
+                    [
+                        str(t),
+                        'level=warn msg="slow"',
+                        {
+                            "structuredMetadata": {"trace_id": "old"},
+                            "parsed": {"level": "warn", "msg": "slow"},
+                        },
+                    ]
+                ],
+            }
+        ],
+        "encodingFlags": ["categorize-labels"],
+    }
+    assert live["streams"][0]["stream"] == stream_labels
+    assert live["streams"][0]["values"][0][2] == {
+        "structuredMetadata": {"trace_id": "new"},
+        "parsed": {"level": "error", "msg": "failed"},
+    }

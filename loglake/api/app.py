@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute, Route
 from loglake import __version__
 from loglake.api import params as qparams
 from loglake.api.metrics import ServerMetrics, StateSource
+from loglake.api.params import CATEGORIZE_LABELS, encoding_flags
 from loglake.api.tail import TailEndpoint
 from loglake.config import Config, config_to_dict
 from loglake.ingest.decode import PushDecodeError, decode_push
@@ -36,16 +37,6 @@ log = logging.getLogger(__name__)
 DEFAULT_TENANT = "fake"
 REQUEST_BODY_TOO_LARGE = "request_body_too_large"
 END_BEFORE_START = "end timestamp must not be before or equal to start time"
-
-
-ENCODING_FLAGS_HEADER = "x-loki-response-encoding-flags"
-CATEGORIZE_LABELS = "categorize-labels"
-
-
-def encoding_flags(request: HTTPConnection) -> list[str]:
-    """Return the response encoding flags a client asked for (Grafana sends categorize-labels), in order, once each."""
-    raw = request.headers.get(ENCODING_FLAGS_HEADER, "")
-    return list(dict.fromkeys(f for f in raw.split(",") if f)) if raw else []
 
 
 def _with_flags(data: dict[str, Any], flags: list[str]) -> dict[str, Any]:
@@ -268,7 +259,7 @@ class LoglakeApp:
         tenant = self.tenant(request)
         p = await self.form(request)
         r = _range_query(p)
-        flags = encoding_flags(request)
+        flags = encoding_flags(request.headers)
         data = await run_in_threadpool(
             self.engine.query_range,
             tenant,
@@ -291,7 +282,7 @@ class LoglakeApp:
         limit = qparams.parse_limit(p.get("limit"))
         direction = qparams.parse_direction(p.get("direction"))
         data = await run_in_threadpool(self.engine.query_instant, tenant, p.get("query", ""), at, limit, direction)
-        return success(_with_flags(data, encoding_flags(request)))
+        return success(_with_flags(data, encoding_flags(request.headers)))
 
     async def labels(self, request: Request) -> Response:
         """List label names (of streams matching `query`, if given) in the time range."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from loglake.config import parse_duration
 from loglake.timestamps import parse_rfc3339_ns
@@ -144,3 +144,13 @@ def _named(name: str, parse: Callable[[str | None], int], value: str | None) -> 
         return parse(value)
     except ParamError as exc:
         raise ParamError(f"could not parse '{name}' parameter: {exc}") from None
+
+
+ENCODING_FLAGS_HEADER = "x-loki-response-encoding-flags"
+CATEGORIZE_LABELS = "categorize-labels"
+
+
+def encoding_flags(headers: Mapping[str, str]) -> list[str]:
+    """Return the response encoding flags a client asked for (Grafana sends categorize-labels), in order, once each."""
+    raw = headers.get(ENCODING_FLAGS_HEADER, "")
+    return list(dict.fromkeys(f for f in raw.split(",") if f)) if raw else []

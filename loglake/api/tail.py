@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -164,15 +165,26 @@ class _Received:
     early: bool  # arrived before the history was read, so it may repeat a historical entry
 
 
-TailEntry = tuple[int, int, dict[str, str], str]
+# (ts, sequence, labels, line, categorized extras): with categorize-labels the labels are the stream's only and the
+# extras hold the entry's structuredMetadata and parsed labels; otherwise the labels are all of them and extras None.
+TailEntry = tuple[int, int, dict[str, str], str, dict[str, dict[str, str]] | None]
+Kept = tuple[int, dict[str, str], str, dict[str, dict[str, str]] | None]
 """(timestamp ns, arrival number, labels, line) — ordered by time, then by arrival."""
 
 
 class TailSession:
     """One client's tail: picks its streams out of published batches, runs the pipeline, orders and paces entries."""
 
-    def __init__(self, tenant: str, query: qp.LogQuery, delay_for_s: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        tenant: str,
+        query: qp.LogQuery,
+        delay_for_s: int,
+        loop: asyncio.AbstractEventLoop,
+        categorize: bool = False,
+    ) -> None:
         self.tenant = tenant
+        self.categorize = categorize
         self.query = query
         self.delay_ns = delay_for_s * NS
         self.loop = loop
@@ -241,10 +253,11 @@ class TailSession:
         """Queue the historical entries (a `streams` query result) ahead of the live ones."""
         for stream in result:
             labels = stream["stream"]
-            key = tuple(sorted(labels.items()))
-            for ts, line in stream["values"]:
-                heapq.heappush(self._ready, (int(ts), next(self._seq), labels, line))
-                self._history_keys.add((int(ts), line, key))
+            for ts, line, *extras in stream["values"]:
+                extra = extras[0] if extras else None
+                full = _all_labels(labels, extra)
+                heapq.heappush(self._ready, (int(ts), next(self._seq), labels, line, extra))
+                self._history_keys.add((int(ts), line, tuple(sorted(full.items()))))
                 self.buffered += 1
         self.history_read = True
 
@@ -262,7 +275,7 @@ class TailSession:
         """Say whether published batches wait for the pipeline."""
         return bool(self._received)
 
-    def process(self, engine: Any, batches: list[_Received]) -> list[tuple[int, dict[str, str], str]]:
+    def process(self, engine: Any, batches: list[_Received]) -> list[Kept]:
         """Run the query's pipeline over published batches; return (ts, labels, line) of what it keeps.
 
         Runs on a worker thread; it touches nothing the event loop changes.
@@ -279,22 +292,27 @@ class TailSession:
         frame = engine.load_frame(piece, self.query, streams)
         if not frame.n:
             return []
-        groups, first = frame.label_keys()
-        label_sets = [frame.labels_of(int(row)) for row in first.tolist()]
         lines = frame.line.to_pylist() if frame.line is not None else [""] * frame.n
-        out = []
-        for ts, group, line, row in zip(frame.ts.tolist(), groups.tolist(), lines, frame.row.tolist(), strict=True):
-            labels = label_sets[group]
-            if early[row] and (ts, line, tuple(sorted(labels.items()))) in self._history_keys:
-                continue  # stored before the history was read: it was sent with the history
-            out.append((ts, labels, line if line is not None else ""))
+        if self.categorize:
+            kept: list[tuple[dict[str, str], dict[str, dict[str, str]] | None]] = list(frame.categorized_labels())
+        else:
+            groups, first = frame.label_keys()
+            label_sets = [frame.labels_of(int(row)) for row in first.tolist()]
+            kept = [(label_sets[g], None) for g in groups.tolist()]
+        out: list[Kept] = []
+        for ts, (labels, extra), line, row in zip(frame.ts.tolist(), kept, lines, frame.row.tolist(), strict=True):
+            if early[row] and self._history_keys:
+                full = _all_labels(labels, extra)
+                if (ts, line, tuple(sorted(full.items()))) in self._history_keys:
+                    continue  # stored before the history was read: it was sent with the history
+            out.append((ts, labels, line if line is not None else "", extra))
         return out
 
-    def add_processed(self, rows: int, kept: list[tuple[int, dict[str, str], str]]) -> None:
+    def add_processed(self, rows: int, kept: list[Kept]) -> None:
         """Queue what the pipeline kept out of `rows` received entries."""
         self.buffered -= rows - len(kept)
-        for ts, labels, line in kept:
-            heapq.heappush(self._ready, (ts, next(self._seq), labels, line))
+        for ts, labels, line, extra in kept:
+            heapq.heappush(self._ready, (ts, next(self._seq), labels, line, extra))
 
     def take_due(self, now_ns: int) -> list[TailEntry]:
         """Remove and return up to one message of entries whose delay has passed, oldest first."""
@@ -320,15 +338,32 @@ class TailSession:
 # ---- encoding -----------------------------------------------------------------------------------------------------
 
 
-def encode_message(entries: list[TailEntry], dropped: list[tuple[int, LabelSet]]) -> bytes:
-    """Return a tail message in Loki's v1 JSON: one stream object per entry, `dropped_entries` only when some."""
-    msg: dict[str, Any] = {"streams": [{"stream": e[2], "values": [[str(e[0]), e[3]]]} for e in entries]}
+def encode_message(
+    entries: list[TailEntry], dropped: list[tuple[int, LabelSet]], flags: list[str] | None = None
+) -> bytes:
+    """Return a tail message in Loki's v1 JSON: one stream object per entry, `dropped_entries` only when some,
+    `encodingFlags` when the client asked for any (with categorize-labels each value carries its extras)."""
+    msg: dict[str, Any] = {
+        "streams": [
+            {"stream": e[2], "values": [[str(e[0]), e[3]] if e[4] is None else [str(e[0]), e[3], e[4]]]}
+            for e in entries
+        ]
+    }
     if dropped:
         msg["dropped_entries"] = [
             {"timestamp": str(ts), "labels": dict(labels)} if labels else {"timestamp": str(ts)}
             for ts, labels in dropped
         ]
+    if flags:
+        msg["encodingFlags"] = flags
     return orjson.dumps(msg)
+
+
+def _all_labels(labels: dict[str, str], extra: dict[str, dict[str, str]] | None) -> dict[str, str]:
+    """An entry's whole label set, from its labels and (when categorized) its extras."""
+    if not extra:
+        return labels
+    return {**labels, **extra.get("structuredMetadata", {}), **extra.get("parsed", {})}
 
 
 def encode_legacy_message(entries: list[TailEntry], dropped: list[tuple[int, LabelSet]]) -> bytes:
@@ -401,11 +436,13 @@ class TailEndpoint:
         if not isinstance(p.parsed, qp.LogQuery):
             await _close(ws, CLOSE_INTERNAL_ERROR, ONLY_LOG_SELECTOR)
             return
-        session = TailSession(tenant, p.parsed, p.delay_for_s, asyncio.get_running_loop())
-        self.hub.open(session)  # before the history is read, so that no entry falls between the two
         legacy = ws.url.path.startswith("/api/prom/")
+        flags = [] if legacy else qparams.encoding_flags(ws.headers)
+        loop = asyncio.get_running_loop()
+        session = TailSession(tenant, p.parsed, p.delay_for_s, loop, qparams.CATEGORIZE_LABELS in flags)
+        self.hub.open(session)  # before the history is read, so that no entry falls between the two
         reader = asyncio.create_task(_read_until_closed(ws))
-        sender = asyncio.create_task(self._stream(ws, session, p, legacy))
+        sender = asyncio.create_task(self._stream(ws, session, p, legacy, flags))
         try:
             done, _ = await asyncio.wait({reader, sender}, return_when=asyncio.FIRST_COMPLETED)
             if sender in done and not reader.done():
@@ -422,21 +459,24 @@ class TailEndpoint:
             if session.dropped_total:
                 self.hub.dropped.labels(tenant).inc(session.dropped_total)
 
-    async def _stream(self, ws: WebSocket, session: TailSession, p: TailParams, legacy: bool) -> str | None:
+    async def _stream(
+        self, ws: WebSocket, session: TailSession, p: TailParams, legacy: bool, flags: list[str]
+    ) -> str | None:
         """Send the history, then live entries until the client goes or the maximum duration passes.
 
         Returns the reason to close with, or None when the client went away.
         """
         loop = asyncio.get_running_loop()
         engine = self.app.engine
-        encode = encode_legacy_message if legacy else encode_message
+        encode = encode_legacy_message if legacy else partial(encode_message, flags=flags)
         bytes_sent = self.hub.bytes_sent.labels(session.tenant)
         deadline = time.monotonic() + TAIL_MAX_DURATION_S
         try:
             now = time.time_ns()
             if p.start < now:
+                history = partial(engine.query_range, categorize=session.categorize)
                 data = await loop.run_in_executor(
-                    None, engine.query_range, session.tenant, p.query, p.start, now, NS, 0, p.limit, "backward"
+                    None, history, session.tenant, p.query, p.start, now, NS, 0, p.limit, "backward"
                 )
                 session.add_history(data["result"])
             session.history_read = True

@@ -772,18 +772,12 @@ def _streams(rows: pa.Table, labels: list[dict[str, str]]) -> list[dict[str, Any
 
 
 def _categorized_streams(
-    tss: list[int], lines: list[str | None], categories: list[tuple[dict[str, str], dict[str, str], dict[str, str]]]
+    tss: list[int], lines: list[str | None], categories: list[tuple[dict[str, str], dict[str, dict[str, str]]]]
 ) -> list[dict[str, Any]]:
     """Group picked entries by stream labels only; each value carries its structured metadata and parsed labels."""
     groups: dict[tuple[tuple[str, str], ...], list[list[Any]]] = {}
-    for ts, line, (stream, meta, parsed) in zip(tss, lines, categories, strict=True):
-        key = tuple(sorted(stream.items()))
-        extra: dict[str, dict[str, str]] = {}
-        if meta:
-            extra["structuredMetadata"] = dict(sorted(meta.items()))
-        if parsed:
-            extra["parsed"] = dict(sorted(parsed.items()))
-        groups.setdefault(key, []).append([str(ts), line if line is not None else "", extra])
+    for ts, line, (stream, extras) in zip(tss, lines, categories, strict=True):
+        groups.setdefault(tuple(sorted(stream.items())), []).append([str(ts), line if line is not None else "", extras])
     return [{"stream": dict(key), "values": values} for key, values in sorted(groups.items())]
 
 

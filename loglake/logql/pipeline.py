@@ -346,8 +346,9 @@ class Frame:
                 out.pop(name, None)
         return out
 
-    def categorized_labels(self) -> list[tuple[dict[str, str], dict[str, str], dict[str, str]]]:
-        """Every row's labels split as Loki's categorize-labels encoding: (stream, structured metadata, parsed)."""
+    def categorized_labels(self) -> list[tuple[dict[str, str], dict[str, dict[str, str]]]]:
+        """Every row's labels as Loki's categorize-labels encoding writes them: (stream labels, extras), the extras
+        holding only the non-empty groups of `structuredMetadata` and `parsed`, names sorted."""
         meta = {k: col.to_pylist() for k, col in self.meta.items()}
         parsed = {k: col.to_pylist() for k, col in self.parsed.items()}
         if self.err is not None:
@@ -365,7 +366,12 @@ class Frame:
                 for k, v in self.streams[int(self.sid[row])]
                 if k not in m and k not in p and not (k in deleted and deleted[k][row])
             }
-            out.append((stream, m, p))
+            extras: dict[str, dict[str, str]] = {}
+            if m:
+                extras["structuredMetadata"] = dict(sorted(m.items()))
+            if p:
+                extras["parsed"] = dict(sorted(p.items()))
+            out.append((stream, extras))
         return out
 
     def get_one(self, name: str, row: int) -> str | None:
