@@ -620,7 +620,8 @@ class SyslogTarget:
 
     # ------------------------------------------------------------------------------------------------ TCP
 
-    def _accept_loop(self) -> None:
+    def _serve_until_stopped(self, on_readable: Callable[[], None]) -> None:
+        """Call `on_readable` each time the listening socket is readable, until stop() wakes the loop."""
         assert self._sock is not None and self._wake_r is not None
         with selectors.DefaultSelector() as selector:
             selector.register(self._sock, selectors.EVENT_READ)
@@ -629,20 +630,26 @@ class SyslogTarget:
                 for key, _ in selector.select():
                     if key.fileobj is self._wake_r:
                         return
-                    try:
-                        conn, peer = self._sock.accept()
-                    except OSError as exc:
-                        if self._stopping.is_set():
-                            return
-                        log.warning("syslog: failed to accept a connection: %s", exc)
-                        time.sleep(0.05)  # e.g. out of file descriptors: do not spin
-                        continue
-                    with self._lock:
-                        if self._stopping.is_set():
-                            conn.close()
-                            return
-                        self._connections.add(conn)
-                    self._spawn(lambda c=conn, p=peer: self._serve_connection(c, p), f"syslog-conn-{peer[1]}")
+                    on_readable()
+
+    def _accept_loop(self) -> None:
+        self._serve_until_stopped(self._accept_one)
+
+    def _accept_one(self) -> None:
+        assert self._sock is not None
+        try:
+            conn, peer = self._sock.accept()
+        except OSError as exc:
+            if not self._stopping.is_set():
+                log.warning("syslog: failed to accept a connection: %s", exc)
+                time.sleep(0.05)  # e.g. out of file descriptors: do not spin
+            return
+        with self._lock:
+            if self._stopping.is_set():
+                conn.close()
+                return
+            self._connections.add(conn)
+        self._spawn(lambda c=conn, p=peer: self._serve_connection(c, p), f"syslog-conn-{peer[1]}")
 
     def _serve_connection(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         sock = conn
@@ -704,22 +711,18 @@ class SyslogTarget:
     # ------------------------------------------------------------------------------------------------ UDP
 
     def _datagram_loop(self) -> None:
-        assert self._sock is not None and self._wake_r is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._sock, selectors.EVENT_READ)
-            selector.register(self._wake_r, selectors.EVENT_READ)
-            while not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self._wake_r:
-                        return
-                    try:
-                        # A datagram longer than max_message_length is cut there, as in Promtail.
-                        data, peer = self._sock.recvfrom(self._max_length)
-                    except OSError as exc:
-                        log.warning("syslog: failed to read a datagram: %s", exc)
-                        continue
-                    if data:
-                        self._handle_datagram(data, peer[0])
+        self._serve_until_stopped(self._read_datagram)
+
+    def _read_datagram(self) -> None:
+        assert self._sock is not None
+        try:
+            # A datagram longer than max_message_length is cut there, as in Promtail.
+            data, peer = self._sock.recvfrom(self._max_length)
+        except OSError as exc:
+            log.warning("syslog: failed to read a datagram: %s", exc)
+            return
+        if data:
+            self._handle_datagram(data, peer[0])
 
     def _handle_datagram(self, data: bytes, ip: str) -> None:
         try:

@@ -1474,20 +1474,31 @@ def _scan_value(line: str, key: str, pos: int) -> tuple[bool, str, str, int, tup
     return True, key, line[pos:q], q, None
 
 
-def _logfmt_pairs(line: str, strict: bool) -> tuple[list[tuple[str, str]], str | None]:
-    """Every key/value Loki's decoder reads from a line, and its strict-mode error text (or None)."""
-    pairs: list[tuple[str, str]] = []
+class _LogfmtSyntaxError(Exception):
+    """Strict mode's stop at the first syntax error; the message is Loki's."""
+
+
+def _logfmt_keyvals(line: str, strict: bool) -> Iterator[tuple[str, str]]:
+    """Every key/value Loki's decoder reads from a line, in order; in strict mode raise at the first error."""
     pos = 0
     n = len(line)
     while pos < n:
         ok, key, value, pos, err = _scan_keyval(line, pos)
-        if not ok:
-            if strict:
-                if err is not None:
-                    return pairs, f"logfmt syntax error at pos {_byte_pos(line, err[1]) + 1} : {err[0]}"
-                break
-            continue
-        pairs.append((key, value))
+        if ok:
+            yield key, value
+        elif strict:
+            if err is not None:
+                raise _LogfmtSyntaxError(f"logfmt syntax error at pos {_byte_pos(line, err[1]) + 1} : {err[0]}")
+            return
+
+
+def _logfmt_pairs(line: str, strict: bool) -> tuple[list[tuple[str, str]], str | None]:
+    """Every key/value Loki's decoder reads from a line, and its strict-mode error text (or None)."""
+    pairs: list[tuple[str, str]] = []
+    try:
+        pairs.extend(_logfmt_keyvals(line, strict))
+    except _LogfmtSyntaxError as exc:
+        return pairs, str(exc)
     return pairs, None
 
 
@@ -1498,26 +1509,20 @@ def _logfmt_exact(
     labels: dict[str, str] = {}
     names = wanted.names if wanted is not None else None
     need = len(names) if names else 0
-    pos = 0
-    n = len(line)
-    while pos < n:
-        ok, key, value, pos, err = _scan_keyval(line, pos)
-        if not ok:
-            if strict:
-                if err is not None:
-                    return labels, f"logfmt syntax error at pos {_byte_pos(line, err[1]) + 1} : {err[0]}"
-                break
-            continue
-        name = sanitize_label_key(key)
-        if not name or (names is not None and name not in names) or name in labels:
-            continue
-        if "\ufffd" in value:
-            value = value.replace("\ufffd", " ")
-        if not keep_empty and not value:
-            continue
-        labels[name] = value
-        if need and len(labels) == need:
-            break  # Loki stops once every hinted label is found
+    try:
+        for key, value in _logfmt_keyvals(line, strict):
+            name = sanitize_label_key(key)
+            if not name or (names is not None and name not in names) or name in labels:
+                continue
+            if "\ufffd" in value:
+                value = value.replace("\ufffd", " ")
+            if not keep_empty and not value:
+                continue
+            labels[name] = value
+            if need and len(labels) == need:
+                break  # Loki stops once every hinted label is found
+    except _LogfmtSyntaxError as exc:
+        return labels, str(exc)
     return labels, None
 
 
