@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from loglake.gonum import format_float_v
+
 __all__ = ["Template", "TemplateError", "TemplateRuntimeError"]
 
 
@@ -301,23 +303,6 @@ def _truth(v: Any) -> bool:
     return True
 
 
-def _format_float(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    text = repr(float(v))
-    if "e" in text:
-        mant, exp = text.split("e")
-        sign = "-" if exp.startswith("-") else "+"
-        digits = exp.lstrip("+-").rjust(2, "0")
-        mant = mant[:-2] if mant.endswith(".0") else mant
-        return f"{mant}e{sign}{digits}"
-    if abs(v) >= 1e21:
-        return f"{v:e}"
-    return text[:-2] if text.endswith(".0") else text
-
-
 def _print(v: Any) -> str:
     """Go's fmt %v for the values templates handle."""
     if v is None:
@@ -325,7 +310,7 @@ def _print(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, float):
-        return _format_float(v)
+        return format_float_v(v)
     if isinstance(v, dt.datetime):
         return _go_time_string(v)
     if isinstance(v, dt.timedelta):
@@ -456,7 +441,7 @@ def _format_one(flags: str, width: str | None, prec: str | None, verb: str, arg:
         if not isinstance(arg, int | float) or isinstance(arg, bool):
             return f"%!{verb}({_go_type(arg)}={_print(arg)})"
         if verb in "gG" and prec is None:
-            return _pad(_format_float(float(arg)), flags, width)
+            return _pad(format_float_v(float(arg)), flags, width)
         return ("%" + spec + verb) % float(arg)
     return f"%!{verb}({_go_type(arg)}={_print(arg)})"
 

@@ -20,8 +20,9 @@ from typing import Any, TypeVar
 import cramjam
 import pytest
 
+from loglake.gonum import format_float_e
 from loglake.logql.errors import QueryError
-from loglake.ruler.manager import RuleManager, RulerSettings, format_go_float
+from loglake.ruler.manager import RuleManager, RulerSettings
 from loglake.ruler.notify import AlertNotice
 from loglake.ruler.remote_write import STALE_NAN, encode_write_request
 from loglake.ruler.rules import RuleGroup, parse_rule_group
@@ -439,8 +440,8 @@ def test_store_changes_are_followed_and_keep_alert_state(tmp_path: Path):
     assert h.manager.rules_status("fake") == {"groups": []}
 
 
-def test_format_go_float_matches_go():
-    assert [format_go_float(v) for v in (0.0, 6.0, 7.5, 1234.5, 0.001, -2.0, 1e21, math.inf, math.nan)] == [
+def test_format_float_e_matches_go():
+    assert [format_float_e(v) for v in (0.0, 6.0, 7.5, 1234.5, 0.001, -2.0, 1e21, math.inf, math.nan)] == [
         "0e+00",
         "6e+00",
         "7.5e+00",

@@ -9,13 +9,11 @@ partial lines) may hold entries back; `Pipeline.flush` releases them and `Pipeli
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -39,6 +37,7 @@ from loglake.agent.stages_time import (
     parse_byte_size,
     parse_go_duration,
 )
+from loglake.gonum import format_float_f
 
 __all__ = ["STAGE_TYPES", "Pipeline", "Stage", "StageConfigError", "build_pipeline"]
 
@@ -53,25 +52,13 @@ class StageConfigError(ValueError):
 # ---- Promtail's value conversions ------------------------------------------------------------------------------
 
 
-def _format_float(value: float) -> str:
-    """Go's strconv.FormatFloat(v, 'f', -1, 64): shortest digits, never an exponent."""
-    if value != value:
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    text = repr(value)
-    if "e" in text:
-        text = format(Decimal(text), "f")
-    return text[:-2] if text.endswith(".0") else text
-
-
 def go_string(value: Any) -> str | None:
     """Promtail's getString: the text of a string, number or bool from the extracted map (None for others)."""
     kind = type(value)
     if kind is str:
         return value
     if kind is float:
-        return _format_float(value)
+        return format_float_f(value)
     if kind is bool:
         return "true" if value else "false"
     if kind is int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from loglake.config import format_go_duration as go_duration
+from loglake.gonum import format_float_f, format_float_v
 from loglake.model import LABEL_NAME_RE, LabelMatcher
 from loglake.quoting import quote
 
@@ -29,74 +30,10 @@ def indent(level: int) -> str:
     return "  " * level
 
 
-def _shortest_digits(value: float) -> tuple[str, int]:
-    """Return the shortest round-trip digits of abs(value) and the decimal point position (Go's dp)."""
-    text = repr(abs(value))
-    mantissa, _, exp = text.partition("e")
-    whole, _, frac = mantissa.partition(".")
-    if frac == "0":
-        frac = ""
-    digits = (whole + frac).lstrip("0")
-    dp = len(whole) + (int(exp) if exp else 0)
-    if whole == "0":
-        stripped = frac.lstrip("0")
-        dp = -(len(frac) - len(stripped)) + (int(exp) if exp else 0)
-        digits = stripped
-    digits = digits.rstrip("0") or "0"
-    return digits, dp
-
-
-def _special(value: float) -> str | None:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    return None
-
-
-def format_float_v(value: float) -> str:
-    """Format a float as Go's fmt.Sprint does (%g with the shortest digits: `0.5`, `1e+06`, `+Inf`)."""
-    special = _special(value)
-    if special is not None:
-        return special
-    sign = "-" if math.copysign(1.0, value) < 0 else ""
-    if value == 0:
-        return sign + "0"
-    digits, dp = _shortest_digits(value)
-    exp = dp - 1
-    # Go picks the exponent form with precision 6 when printing the shortest representation.
-    if exp < -4 or exp >= 6:
-        mant = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
-        esign = "-" if exp < 0 else "+"
-        return f"{sign}{mant}e{esign}{abs(exp):02d}"
-    return sign + _fixed(digits, dp)
-
-
-def _fixed(digits: str, dp: int) -> str:
-    if dp <= 0:
-        return "0." + "0" * (-dp) + digits
-    if dp >= len(digits):
-        return digits + "0" * (dp - len(digits))
-    return digits[:dp] + "." + digits[dp:]
-
-
-def format_float_f(value: float) -> str:
-    """Format a float as Go's strconv.FormatFloat(v, 'f', -1, 64) (shortest digits, never an exponent)."""
-    special = _special(value)
-    if special is not None:
-        return special
-    sign = "-" if math.copysign(1.0, value) < 0 else ""
-    if value == 0:
-        return sign + "0"
-    digits, dp = _shortest_digits(value)
-    return sign + _fixed(digits, dp)
-
-
 def format_float_fixed6(value: float) -> str:
     """Format a float as Go's `%f` (six decimals)."""
-    special = _special(value)
-    if special is not None:
-        return special
+    if math.isnan(value) or math.isinf(value):
+        return format_float_v(value)
     return f"{value:f}"
 
 

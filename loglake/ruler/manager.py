@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import decimal
 import hashlib
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from loglake.gonum import format_float_e
 from loglake.ruler.notify import AlertNotice, Notifier, format_rfc3339, query_link
 from loglake.ruler.remote_write import STALE_NAN, RemoteWriter, Series
 from loglake.ruler.rules import Rule, RuleGroup, render_template
@@ -37,7 +37,6 @@ __all__ = [
     "RuleManager",
     "RulerSettings",
     "SystemClock",
-    "format_go_float",
 ]
 
 log = logging.getLogger("loglake.ruler")
@@ -98,21 +97,6 @@ class RulerSettings:
     resend_delay_s: float = 60.0
 
 
-def format_go_float(value: float) -> str:
-    """Return a float as Go's `strconv.FormatFloat(v, 'e', -1, 64)` prints it (the rules API's `value`)."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0:
-        return "-0e+00" if math.copysign(1.0, value) < 0 else "0e+00"
-    sign, digits, exponent = decimal.Decimal(repr(value)).as_tuple()
-    text = "".join(map(str, digits)).rstrip("0") or "0"
-    exp = int(exponent) + len(digits) - 1
-    mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-    return f"{'-' if sign else ''}{mantissa}e{'+' if exp >= 0 else '-'}{abs(exp):02d}"
-
-
 LabelKey = tuple[tuple[str, str], ...]
 
 
@@ -153,7 +137,7 @@ class Alert:
             "annotations": dict(sorted(self.annotations.items())),
             "state": self.state,
             "activeAt": format_rfc3339(self.active_at),
-            "value": format_go_float(self.value),
+            "value": format_float_e(self.value),
         }
         if self.keep_firing_since is not None:
             out["keepFiringSince"] = format_rfc3339(self.keep_firing_since)

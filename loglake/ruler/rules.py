@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import yaml
 
+from loglake.gonum import format_float_v
 from loglake.gotemplate import Template, TemplateError, TemplateRuntimeError
 from loglake.logql.errors import QueryError
 from loglake.logql.lexer import DurationError, go_parse_float, parse_prometheus_duration
@@ -529,21 +530,6 @@ def _render_context() -> _RenderContext:
     return _CONTEXT.get() or _RenderContext(time.time(), "")
 
 
-def _go_float(v: float) -> str:
-    """Go's %v for a float64."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    text = repr(float(v))
-    if "e" in text:
-        mant, exp = text.split("e")
-        return f"{mant.removesuffix('.0')}e{'-' if exp.startswith('-') else '+'}{exp.lstrip('+-').rjust(2, '0')}"
-    if abs(v) >= 1e21:
-        return f"{v:e}"
-    return text.removesuffix(".0")
-
-
 def _g4(v: float) -> str:
     """Go's %.4g."""
     if math.isnan(v):
@@ -627,7 +613,9 @@ def _float_to_time(x: float) -> dt.datetime:
         raise ValueError("value is NaN or Inf")
     ns = x * 1e9
     if ns > 2.0**63 or ns < -(2.0**63):
-        raise ValueError(f"{_go_float(x)} cannot be represented as a nanoseconds timestamp since it overflows int64")
+        raise ValueError(
+            f"{format_float_v(x)} cannot be represented as a nanoseconds timestamp since it overflows int64"
+        )
     whole_ns = int(ns)
     # Prometheus keeps milliseconds, truncating toward zero as Go's integer division does.
     ms = whole_ns // 1_000_000 if whole_ns >= 0 else -(-whole_ns // 1_000_000)
