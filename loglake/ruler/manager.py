@@ -12,8 +12,6 @@ import contextlib
 import hashlib
 import logging
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ from loglake.gonum import format_float_e
 from loglake.ruler.notify import AlertNotice, Notifier, format_rfc3339, query_link
 from loglake.ruler.remote_write import STALE_NAN, RemoteWriter, Series
 from loglake.ruler.rules import Rule, RuleGroup, render_template
+from loglake.store.files import write_atomic
 
 if TYPE_CHECKING:
     from loglake.ruler.store import RuleStore
@@ -342,21 +341,6 @@ class _GroupState:
 
 def _rule_id(rule: Rule) -> tuple[str, str]:
     return rule.kind, rule.name
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".ruler-state-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 class RuleManager:
@@ -694,7 +678,7 @@ class RuleManager:
             if doc == self._saved_state:
                 return
             try:
-                await asyncio.to_thread(_write_atomic, path, doc)
+                await asyncio.to_thread(write_atomic, path, doc)
             except OSError as e:
                 log.error("ruler: cannot save alert state to %s: %s", path, e)
                 return

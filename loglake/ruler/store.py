@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import threading
-import uuid
 from pathlib import Path
 
 from loglake.ruler.rules import RuleError, RuleGroup, format_rule_file, parse_rule_file
+from loglake.store.files import fsync_path, write_atomic
 
 __all__ = ["RuleStore", "check_name"]
 
@@ -161,36 +161,15 @@ class RuleStore:
         return list(groups)
 
     def _write(self, path: Path, groups: list[RuleGroup]) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = format_rule_file(groups).encode("utf-8")
-        # A hidden temporary name in the same directory: listings skip it, and rename is atomic there.
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self._fsync_dir(path.parent)
+        write_atomic(path, format_rule_file(groups).encode("utf-8"))
         self._cache.pop(path, None)
         self._changed()
 
     def _remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        self._fsync_dir(path.parent)
+        fsync_path(path.parent)
         self._cache.pop(path, None)
         self._changed()
-
-    @staticmethod
-    def _fsync_dir(directory: Path) -> None:
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
     def _changed(self) -> None:
         self._version += 1
