@@ -16,7 +16,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from loglake.logql.detected import (
-    LogfmtDecoder,
     SampledEntry,
     detect_field_values,
     detect_fields,
@@ -29,6 +28,7 @@ from loglake.logql.detected import (
     parse_logfmt,
     sanitize_key,
 )
+from loglake.logql.parsers import iter_logfmt
 from tests.conftest import LoglakeServer
 from tests.helpers import push_json, stream
 
@@ -95,13 +95,7 @@ def test_logfmt_recovers_after_bad_pairs() -> None:
 @given(st.dictionaries(st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True), st.text(min_size=1), max_size=6))
 def test_logfmt_reads_back_what_is_written_quoted(pairs: dict[str, str]) -> None:
     line = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in pairs.items())
-    dec = LogfmtDecoder(line)
-    got = {}
-    while not dec.eol():
-        if dec.scan():
-            got[dec.key] = dec.value or ""
-    assert dec.err is None
-    assert got == pairs
+    assert dict(iter_logfmt(line, strict=True)) == pairs
 
 
 def test_key_sanitizing() -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loglake.logql.lexer import DurationError, go_parse_float, parse_bytes, parse_go_duration
+from loglake.logql.parsers import iter_logfmt
 from loglake.model import LabelSet
 
 EXTRACTED = "_extracted"
@@ -50,175 +51,16 @@ def sanitize_key(parts: Sequence[str]) -> str:
 
 # ---- logfmt -------------------------------------------------------------------------------------------------
 
-_NOT_SPACE = re.compile(r"[^\x00-\x20]")
-_KEY_END = re.compile(r'[="\x00-\x20]')
-_VALUE_END = re.compile(r'[="\x00-\x20]')
-_SPACE = re.compile(r"[\x00-\x20]")
-
-
-class LogfmtDecoder:
-    """Loki's logfmt scanner: one key/value pair per `scan()`, with the same error and recovery rules."""
-
-    def __init__(self, line: str) -> None:
-        self.line = line
-        self.pos = 0
-        self.key: str | None = None
-        self.value: str | None = None
-        self.err: str | None = None
-
-    def eol(self) -> bool:
-        """Say whether the whole line has been read."""
-        return self.pos >= len(self.line)
-
-    def scan(self) -> bool:
-        """Read the next pair into `key`/`value`; False at the end or on a syntax error (`err` says which)."""
-        self.key = self.value = None
-        line = self.line
-        m = _NOT_SPACE.search(line, self.pos)
-        if m is None:
-            self.pos = len(line)
-            return False
-        start = self.pos = m.start()
-        m = _KEY_END.search(line, start)
-        if m is None:
-            self.pos = len(line)
-            self.key = line[start:]
-            return self._key_ok()
-        self.pos = m.start()
-        c = m.group()
-        if c == '"':
-            self.err = f"unexpected '\"' at pos {self.pos + 1}"
-            return self._skip_value()
-        if c != "=":
-            self.key = line[start : self.pos] if self.pos > start else None
-            return self._key_ok()
-        if self.pos == start:
-            self.err = f"unexpected '=' at pos {self.pos + 1}"
-            return self._skip_value()
-        self.key = line[start : self.pos]
-        if "\ufffd" in self.key:
-            self.err = f"invalid key at pos {self.pos + 1}"
-            return self._skip_value()
-        self.pos += 1
-        if self.pos >= len(line):
-            return True
-        c = line[self.pos]
-        if c <= " ":
-            return True
-        if c == '"':
-            return self._quoted_value()
-        start = self.pos
-        m = _VALUE_END.search(line, start)
-        if m is None:
-            self.pos = len(line)
-            self.value = line[start:]
-            return True
-        self.pos = m.start()
-        if m.group() in '="':
-            self.err = f"unexpected {m.group()!r} at pos {self.pos + 1}"
-            return self._skip_value()
-        self.value = line[start : self.pos] if self.pos > start else None
-        return True
-
-    def _key_ok(self) -> bool:
-        if self.key is not None and "\ufffd" in self.key:
-            self.err = f"invalid key at pos {self.pos + 1}"
-            return False
-        return True
-
-    def _skip_value(self) -> bool:
-        m = _SPACE.search(self.line, self.pos)
-        self.pos = m.start() if m else len(self.line)
-        return False
-
-    def _quoted_value(self) -> bool:
-        line = self.line
-        start = self.pos
-        i = start + 1
-        escaped = False
-        while i < len(line):
-            c = line[i]
-            if c == "\\":
-                escaped = True
-                i += 2
-                continue
-            if c == '"':
-                self.pos = i + 1
-                if escaped:
-                    value = unquote_logfmt(line[start + 1 : i])
-                    if value is None:
-                        self.err = f"invalid quoted value at pos {self.pos + 1}"
-                        return False
-                    self.value = value
-                elif i > start + 1:
-                    self.value = line[start + 1 : i]
-                return True
-            i += 1
-        self.pos = len(line)
-        self.err = f"unterminated quoted value at pos {self.pos + 1}"
-        return False
-
-
-_SIMPLE_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "'": "'", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
-_HEX4 = re.compile(r"[0-9a-fA-F]{4}")
-
-
-def unquote_logfmt(body: str) -> str | None:
-    """Undo the escapes of a quoted logfmt value (JSON's, plus `\\'`); None when one is invalid."""
-    out: list[str] = []
-    i = 0
-    n = len(body)
-    while i < n:
-        c = body[i]
-        if c == '"':
-            return None
-        if c != "\\":
-            j = body.find("\\", i)
-            j = n if j < 0 else j
-            chunk = body[i:j]
-            if '"' in chunk:
-                return None
-            out.append(chunk)
-            i = j
-            continue
-        if i + 1 >= n:
-            return None
-        e = body[i + 1]
-        if e in _SIMPLE_ESCAPES:
-            out.append(_SIMPLE_ESCAPES[e])
-            i += 2
-            continue
-        if e != "u" or not _HEX4.fullmatch(body, i + 2, i + 6):
-            return None
-        r = int(body[i + 2 : i + 6], 16)
-        i += 6
-        if 0xD800 <= r < 0xE000:
-            if 0xD800 <= r < 0xDC00 and body.startswith("\\u", i) and _HEX4.fullmatch(body, i + 2, i + 6):
-                r2 = int(body[i + 2 : i + 6], 16)
-                if 0xDC00 <= r2 < 0xE000:
-                    out.append(chr(0x10000 + ((r - 0xD800) << 10) + (r2 - 0xDC00)))
-                    i += 6
-                    continue
-            r = 0xFFFD
-        out.append(chr(r))
-    return "".join(out)
-
 
 def parse_logfmt(line: str, stream_names: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
     """Return the labels Loki's (non-strict) logfmt parser takes from a line; empty values are left out."""
-    dec = LogfmtDecoder(line)
     out: dict[str, str] = {}
-    while not dec.eol():
-        if not dec.scan():
-            continue
-        name = sanitize_key([dec.key or ""])
-        if not name:
+    for key, value in iter_logfmt(line):
+        name = sanitize_key([key])
+        if not name or not value:
             continue
         if name in stream_names:
             name += EXTRACTED
-        value = dec.value or ""
-        if not value:
-            continue
         out[name] = value.replace("\ufffd", " ")
     return out
 

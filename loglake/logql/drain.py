@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Protocol
 
-from loglake.logql.detected import LogfmtDecoder
+from loglake.logql.parsers import LogfmtSyntaxError, iter_logfmt
 
 PARAM = "<_>"
 FORMAT_JSON = "json"
@@ -223,13 +223,12 @@ class LogfmtTokenizer:
         """Return [key, value, key, value, …], or None for an over-long line or a logfmt syntax error."""
         if _byte_length_over(line, self.max_line_length):
             return None
-        dec = LogfmtDecoder(line)
         tokens: Tokens = []
-        while not dec.eol() and dec.scan():
-            key = dec.key or ""
-            tokens.append(key)
-            tokens.append(PARAM if _is_variable_key(key) else (dec.value or ""))
-        if dec.err is not None:
+        try:
+            for key, value in iter_logfmt(line, strict=True):
+                tokens.append(key)
+                tokens.append(PARAM if _is_variable_key(key) else value)
+        except LogfmtSyntaxError:
             return None
         return tokens, None
 

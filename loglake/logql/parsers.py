@@ -1474,12 +1474,15 @@ def _scan_value(line: str, key: str, pos: int) -> tuple[bool, str, str, int, tup
     return True, key, line[pos:q], q, None
 
 
-class _LogfmtSyntaxError(Exception):
+class LogfmtSyntaxError(ValueError):
     """Strict mode's stop at the first syntax error; the message is Loki's."""
 
 
-def _logfmt_keyvals(line: str, strict: bool) -> Iterator[tuple[str, str]]:
-    """Every key/value Loki's decoder reads from a line, in order; in strict mode raise at the first error."""
+def iter_logfmt(line: str, strict: bool = False) -> Iterator[tuple[str, str]]:
+    """Every key/value Loki's logfmt decoder reads from a line, in order (unsanitized keys, unescaped values).
+
+    Without `strict` a malformed pair is skipped, as `| logfmt` does; with it the first one raises
+    LogfmtSyntaxError with Loki's message."""
     pos = 0
     n = len(line)
     while pos < n:
@@ -1488,7 +1491,7 @@ def _logfmt_keyvals(line: str, strict: bool) -> Iterator[tuple[str, str]]:
             yield key, value
         elif strict:
             if err is not None:
-                raise _LogfmtSyntaxError(f"logfmt syntax error at pos {_byte_pos(line, err[1]) + 1} : {err[0]}")
+                raise LogfmtSyntaxError(f"logfmt syntax error at pos {_byte_pos(line, err[1]) + 1} : {err[0]}")
             return
 
 
@@ -1496,8 +1499,8 @@ def _logfmt_pairs(line: str, strict: bool) -> tuple[list[tuple[str, str]], str |
     """Every key/value Loki's decoder reads from a line, and its strict-mode error text (or None)."""
     pairs: list[tuple[str, str]] = []
     try:
-        pairs.extend(_logfmt_keyvals(line, strict))
-    except _LogfmtSyntaxError as exc:
+        pairs.extend(iter_logfmt(line, strict))
+    except LogfmtSyntaxError as exc:
         return pairs, str(exc)
     return pairs, None
 
@@ -1510,7 +1513,7 @@ def _logfmt_exact(
     names = wanted.names if wanted is not None else None
     need = len(names) if names else 0
     try:
-        for key, value in _logfmt_keyvals(line, strict):
+        for key, value in iter_logfmt(line, strict):
             name = sanitize_label_key(key)
             if not name or (names is not None and name not in names) or name in labels:
                 continue
@@ -1521,7 +1524,7 @@ def _logfmt_exact(
             labels[name] = value
             if need and len(labels) == need:
                 break  # Loki stops once every hinted label is found
-    except _LogfmtSyntaxError as exc:
+    except LogfmtSyntaxError as exc:
         return labels, str(exc)
     return labels, None
 
