@@ -1,4 +1,5 @@
-"""Go's text forms of float64 (fmt's %v, strconv's 'f' and 'e' with the shortest digits); stdlib only."""
+"""Go's text forms of numbers (fmt's %v, strconv's 'f' and 'e' with the shortest digits, go-humanize's bytes);
+stdlib only."""
 
 from __future__ import annotations
 
@@ -80,3 +81,16 @@ def format_float_e(value: float) -> str:
     if value == 0:
         return _sign(value) + "0e+00"
     return _sign(value) + _exponent(*_shortest_digits(value))
+
+
+_SI_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+
+
+def humanize_bytes(size: int) -> str:
+    """Format a byte count as go-humanize's Bytes without the space (`20MB`, `9.2kB`, `5B`)."""
+    if size < 10:
+        return f"{size}B"
+    exponent = math.floor(math.log(size) / math.log(1000))
+    value = math.floor(size / 1000**exponent * 10 + 0.5) / 10
+    text = f"{value:.1f}" if value < 10 else f"{value:.0f}"
+    return text + _SI_SIZES[exponent]

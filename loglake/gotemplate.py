@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from loglake.gonum import format_float_v
+from loglake.gonum import format_float_v, humanize_bytes
 
 __all__ = ["Template", "TemplateError", "TemplateRuntimeError"]
 
@@ -314,7 +314,7 @@ def _print(v: Any) -> str:
     if isinstance(v, dt.datetime):
         return _go_time_string(v)
     if isinstance(v, dt.timedelta):
-        from loglake.logql.printer import go_duration
+        from loglake.config import format_go_duration as go_duration
 
         return go_duration(int(v / dt.timedelta(microseconds=1)) * 1000)
     if isinstance(v, list | tuple):
@@ -688,13 +688,11 @@ def _unix_to_time(v: Any) -> dt.datetime:
 
 
 def _bytes_text(v: Any) -> str:
-    from loglake.logql.printer import humanize_bytes
-
     return humanize_bytes(_to_int(v))
 
 
 def _duration_text(v: Any) -> str:
-    from loglake.logql.printer import go_duration
+    from loglake.config import format_go_duration as go_duration
 
     return go_duration(int(_to_float(v) * 1e9))
 

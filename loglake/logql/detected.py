@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from loglake.gonum import humanize_bytes
 from loglake.logql.lexer import DurationError, go_parse_float, parse_bytes, parse_go_duration
 from loglake.logql.parsers import iter_logfmt
 from loglake.model import LabelSet
@@ -198,19 +199,6 @@ def determine_type(value: str) -> str:
 
 _BYTE_SUFFIXES = ("b", "kib", "kb", "mib", "mb", "gib", "gb", "tib", "tb", "pib", "pb", "eib", "eb")
 _BYTE_SUFFIXES += ("ki", "k", "mi", "m", "gi", "g", "ti", "t", "pi", "p", "ei", "e")
-_SI_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-
-
-def humanize_bytes(n: int) -> str:
-    """Return go-humanize's SI text for a byte count, without its space (`1.5kB`, `83MB`, `7B`)."""
-    if n < 10:
-        return f"{n}B"
-    import math
-
-    e = math.floor(math.log(n) / math.log(1000))
-    value = math.floor(n / 1000**e * 10 + 0.5) / 10
-    text = f"{value:.1f}" if value < 10 else f"{value:.0f}"
-    return text + _SI_SIZES[int(e)]
 
 
 def _value_for_query(value: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from loglake.config import format_go_duration as go_duration
-from loglake.gonum import format_float_f, format_float_v
+from loglake.gonum import format_float_f, format_float_v, humanize_bytes
 from loglake.model import LABEL_NAME_RE, LabelMatcher
 from loglake.quoting import quote
 
@@ -62,19 +62,6 @@ def prometheus_duration(ns: int) -> str:
             out.append(f"{count}{unit}")
             ms -= count * mult
     return "".join(out)
-
-
-_SI_SIZES = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-
-
-def humanize_bytes(size: int) -> str:
-    """Format a byte count as go-humanize's Bytes without the space (`20MB`, `9.2kB`, `5B`)."""
-    if size < 10:
-        return f"{size}B"
-    exponent = math.floor(math.log(size) / math.log(1000))
-    value = math.floor(size / 1000**exponent * 10 + 0.5) / 10
-    text = f"{value:.1f}" if value < 10 else f"{value:.0f}"
-    return text + _SI_SIZES[exponent]
 
 
 def format_matcher(matcher: LabelMatcher) -> str:
